@@ -1,0 +1,51 @@
+"""The ``awconv`` command line: argument parsing only; the work is done by the library.
+
+Each sub-command lives in its own module of this package, which exposes
+``add_parser(subparsers)`` and sets ``func(args) -> int`` as the parser's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["CliError", "main"]
+
+# Sub-command modules of this package, in the order ``awconv --help`` lists them.
+COMMANDS: tuple[str, ...] = ()
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="awconv", description="AW-convolution (arXiv 2108.08205): models, training, tools."
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"awconv.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, TypeError, FileNotFoundError, KeyError) as error:
+        if args.debug:
+            raise
+        print(f"awconv {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

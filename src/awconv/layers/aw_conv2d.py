@@ -1,0 +1,238 @@
+"""AWConv2d: a drop-in replacement for ``nn.Conv2d`` with AW-convolution.
+
+Paper: Zhu et al., "An Attention Module for Convolutional Neural Networks" (arXiv 2108.08205).
+For every sample an ``AttentionGenerator`` computes an attention tensor ``A`` with the shape of
+the weights, and the layer convolves with ``(1 + A) * weight``. Pointconv2 starts at zero, so a
+fresh layer, or one built with ``AWConv2d.from_conv``, computes exactly its plain convolution.
+
+``AWConv2d`` has the constructor head, the ``weight``/``bias`` parameters and the state-dict keys
+of ``nn.Conv2d`` but deliberately does not subclass it: code that treats every ``nn.Conv2d`` as
+a plain convolution (calling ``F.conv2d(x, m.weight)``, folding, re-initialising) would otherwise
+silently compute something else.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import register_notrace_module
+from torch import Tensor, nn
+
+from awconv.functional import IMPLS, _pair, aw_conv2d, resolve_padding
+from awconv.layers.attention_generator import AttentionGenerator
+
+__all__ = ["PADDING_MODES", "AWConv2d"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+@register_notrace_module
+class AWConv2d(nn.Module):
+    """2-D AW-convolution: ``out[n] = conv2d(x[n], (1 + A_n) * weight) + bias``.
+
+    Args:
+        in_channels: C1.
+        out_channels: C2.
+        kernel_size: int or (kh, kw).
+        stride: int or (sh, sw).
+        padding: int, (ph, pw), ``"same"`` or ``"valid"``.
+        dilation: int or (dh, dw).
+        groups: blocked connections; ``groups == in_channels`` is depthwise.
+        bias: learn an additive bias.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        reduction: Pointconv1 width is ``max(C1 // reduction, min_hidden)``.
+        min_hidden: the smallest Pointconv1 width.
+        generator: ``"full"`` or ``"lowrank"`` (see ``AttentionGenerator``).
+        rank: rank of the ``"lowrank"`` generator.
+        gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
+        pool: ``"kernel"`` or ``"global"``.
+        impl: computation path of ``aw_conv2d``: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``.
+
+    Shapes:
+        input (N, C1, H, W) -> output (N, C2, H_out, W_out), as ``nn.Conv2d``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        reduction: int = 16,
+        min_hidden: int = 8,
+        generator: str = "full",
+        rank: int = 1,
+        gate: str = "tanh",
+        pool: str = "kernel",
+        impl: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
+                f"divisible by groups ({groups})"
+            )
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(
+                f"kernel_size, stride and dilation must be positive, got {kernel_size!r}, "
+                f"{stride!r} and {dilation!r}"
+            )
+        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
+        # (left, right, top, bottom), applied by the layer before the convolution.
+        self._pads = resolve_padding(padding, self.kernel_size, self.stride, self.dilation)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.impl = impl
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.generator = AttentionGenerator(
+            in_channels,
+            out_channels,
+            self.kernel_size,
+            groups,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            generator=generator,
+            rank=rank,
+            gate=gate,
+            pool=pool,
+            **factory,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s init for weight and bias; the generator's attention starts at 0."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.generator.reset_parameters()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> AWConv2d:
+        """Builds an AWConv2d holding ``conv``'s weights, equal to ``conv`` before training.
+
+        Args:
+            conv: a plain ``torch.nn.Conv2d`` (subclasses with their own forward are refused).
+            **kwargs: generator options (``reduction``, ``generator``, ``gate``, ...).
+
+        Returns:
+            An AWConv2d on the conv's device and dtype, in the conv's train/eval mode. With
+            ``gate="sigmoid"`` the initial attention is 0.5, not 0, so the output is 1.5x the conv's.
+        """
+        if type(conv) is not nn.Conv2d:
+            raise TypeError(
+                f"conv must be a plain torch.nn.Conv2d, got {type(conv).__name__}; subclasses may "
+                "compute something other than F.conv2d with their weights"
+            )
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        layer.weight.requires_grad_(conv.weight.requires_grad)
+        if conv.bias is not None:
+            layer.bias.requires_grad_(conv.bias.requires_grad)
+        return layer.train(conv.training)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The per-sample attention for input x: (N, C1, H, W) -> (N, C2, C1/groups, kh, kw)."""
+        self._check_input(x)
+        return self.generator(x)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        if self.padding_mode == "zeros":
+            return F.pad(x, self._pads) if any(self._pads) else x
+        return F.pad(x, self._pads, mode=self.padding_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, C1, H, W) -> (N, C2, H_out, W_out)."""
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: Tensor) -> Tensor:
+        attention = self.attention(x)
+        return aw_conv2d(
+            self._pad(x), self.weight, attention, self.bias, self.stride, 0, self.dilation,
+            self.groups, impl=self.impl,
+        )
+
+    def _forward_scripted(self, x: Tensor) -> Tensor:
+        """The grouped-convolution path in TorchScript-compatible code (autograd stores kernels)."""
+        attention = self.generator(x)
+        n = x.shape[0]
+        padded = self._pad(x)
+        kernels = (self.weight * (1 + attention)).flatten(0, 1)
+        out = F.conv2d(
+            padded.reshape(1, n * self.in_channels, padded.shape[2], padded.shape[3]),
+            kernels, None, self.stride, 0, self.dilation, n * self.groups,
+        )
+        out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
+        text += ", " + self.generator.extra_repr()
+        if self.impl != "auto":
+            text += f", impl={self.impl!r}"
+        return text
