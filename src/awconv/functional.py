@@ -47,8 +47,10 @@ def _pair(value: IntOrPair, name: str) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         return value, value
-    if isinstance(value, Sequence) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, Sequence)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return int(value[0]), int(value[1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -103,9 +105,7 @@ def _conv_loop(x: Tensor, kernels: Tensor, stride, dilation, groups: int) -> Ten
 def _conv_grouped(x: Tensor, kernels: Tensor, stride, dilation, groups: int) -> Tensor:
     """The batch folded into groups. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
     n, c1, h, w = x.shape
-    out = F.conv2d(
-        x.reshape(1, n * c1, h, w), kernels.flatten(0, 1), None, stride, 0, dilation, n * groups
-    )
+    out = F.conv2d(x.reshape(1, n * c1, h, w), kernels.flatten(0, 1), None, stride, 0, dilation, n * groups)
     return out.reshape(n, kernels.shape[1], out.shape[-2], out.shape[-1])
 
 
@@ -240,8 +240,7 @@ def _check_inputs(x: Tensor, weight: Tensor, attention: Tensor, bias: Tensor | N
     expected = (x.shape[0], *weight.shape)
     if tuple(attention.shape) != expected:
         raise ValueError(
-            f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, "
-            f"got {tuple(attention.shape)}"
+            f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
         )
     if bias is not None and tuple(bias.shape) != (c2,):
         raise ValueError(f"bias must have shape ({c2},), got {tuple(bias.shape)}")
@@ -323,4 +322,3 @@ def aw_conv2d(
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, -1, 1, 1)
     return out
-

@@ -176,9 +176,7 @@ class AWConv2d(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
 
     def attention(self, x: Tensor) -> Tensor:
         """The per-sample attention for input x: (N, C1, H, W) -> (N, C2, C1/groups, kh, kw)."""
@@ -200,8 +198,15 @@ class AWConv2d(nn.Module):
     def _forward_eager(self, x: Tensor) -> Tensor:
         attention = self.attention(x)
         return aw_conv2d(
-            self._pad(x), self.weight, attention, self.bias, self.stride, 0, self.dilation,
-            self.groups, impl=self.impl,
+            self._pad(x),
+            self.weight,
+            attention,
+            self.bias,
+            self.stride,
+            0,
+            self.dilation,
+            self.groups,
+            impl=self.impl,
         )
 
     def _forward_scripted(self, x: Tensor) -> Tensor:
@@ -212,7 +217,12 @@ class AWConv2d(nn.Module):
         kernels = (self.weight * (1 + attention)).flatten(0, 1)
         out = F.conv2d(
             padded.reshape(1, n * self.in_channels, padded.shape[2], padded.shape[3]),
-            kernels, None, self.stride, 0, self.dilation, n * self.groups,
+            kernels,
+            None,
+            self.stride,
+            0,
+            self.dilation,
+            n * self.groups,
         )
         out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
         if self.bias is not None:
