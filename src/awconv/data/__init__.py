@@ -1,0 +1,1 @@
+"""Data sets: classification (ImageFolder, CIFAR, MNIST 5k, digits) and COCO-format detection."""

@@ -1,0 +1,1 @@
+"""Faster R-CNN with FPN on awconv ResNet backbones, assembled from torchvision parts."""

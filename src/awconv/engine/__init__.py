@@ -1,0 +1,1 @@
+"""Training engines on Lightning: modules, data modules, callbacks and reports."""

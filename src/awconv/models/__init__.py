@@ -1,0 +1,1 @@
+"""ResNet families with SE, CBAM and AW-convolution, registered with timm."""
