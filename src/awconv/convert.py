@@ -79,8 +79,10 @@ def _plain_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
             return
         if isinstance(module, AWConv2d):
             return
-        for child_name, child in module.named_children():
-            visit(child, f"{prefix}.{child_name}" if prefix else child_name)
+        # _modules, not named_children(): a module shared by two parents must be seen at both names.
+        for child_name, child in module._modules.items():
+            if child is not None:
+                visit(child, f"{prefix}.{child_name}" if prefix else child_name)
 
     visit(model, "")
     return found

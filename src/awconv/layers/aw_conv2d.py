@@ -175,6 +175,9 @@ class AWConv2d(nn.Module):
         return layer.train(conv.training)
 
     def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"input must have a floating-point dtype, got {got}")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
 

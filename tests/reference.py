@@ -1,0 +1,100 @@
+"""Float64 references for AW-convolution, written independently of awconv's code paths."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """||actual - expected|| / ||expected||, in float64 (0 when both are zero)."""
+    actual, expected = actual.double(), expected.double()
+    denominator = expected.norm().item()
+    difference = (actual - expected).norm().item()
+    return difference / denominator if denominator > 0 else difference
+
+
+def aw_conv2d_reference(
+    x: Tensor,
+    weight: Tensor,
+    attention: Tensor,
+    bias: Tensor | None,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    residual: bool = True,
+) -> Tensor:
+    """One float64 ``F.conv2d`` per sample with its own modulated kernel.
+
+    Args:
+        x: (N, C1, H, W). weight: (C2, C1/g, kh, kw). attention: (N, C2, C1/g, kh, kw).
+
+    Returns:
+        (N, C2, H_out, W_out) in float64.
+    """
+    x, weight, attention = x.double(), weight.double(), attention.double()
+    bias = None if bias is None else bias.double()
+    outputs = []
+    for n in range(x.shape[0]):
+        kernel = weight * (1 + attention[n]) if residual else weight * attention[n]
+        outputs.append(F.conv2d(x[n : n + 1], kernel, bias, stride, padding, dilation, groups))
+    return torch.cat(outputs)
+
+
+def attention_reference(layer, x: Tensor) -> Tensor:
+    """The generator's attention recomputed in float64 from its parameters, step by step.
+
+    Args:
+        layer: an ``AWConv2d``.
+        x: (N, C1, H, W).
+
+    Returns:
+        (N, C2, C1/g, kh, kw) in float64.
+    """
+    gen = layer.generator
+    kh, kw = layer.kernel_size
+    x = x.double()
+    pooled_size = (kh, kw) if gen.pool == "kernel" else (1, 1)
+    pooled = F.adaptive_avg_pool2d(x, pooled_size)  # (N, C1, ph, pw)
+
+    def pointwise(conv, inputs: Tensor) -> Tensor:
+        w = conv.weight.double()[:, :, 0, 0]
+        return torch.einsum("oc,nchw->nohw", w, inputs) + conv.bias.double().view(1, -1, 1, 1)
+
+    hidden = torch.relu(pointwise(gen.pointconv1, pooled))
+    n, c2, c1g = x.shape[0], layer.out_channels, layer.in_channels // layer.groups
+    ph, pw = pooled_size
+    if gen.kind == "full":
+        logits = pointwise(gen.pointconv2, hidden).reshape(n, c2, c1g, ph, pw)
+    else:
+        u = pointwise(gen.pointconv2, hidden).reshape(n, c2, gen.rank, ph, pw)
+        v = pointwise(gen.pointconv2_in, hidden).reshape(n, gen.rank, c1g, ph, pw)
+        logits = (u.unsqueeze(3) * v.unsqueeze(1)).sum(dim=2)
+    gate = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}[gen.gate]
+    return gate(logits).expand(n, c2, c1g, kh, kw)
+
+
+def aw_layer_reference(layer, x: Tensor) -> Tensor:
+    """A whole ``AWConv2d`` forward in float64: padding mode, attention, modulated convolution."""
+    attention = attention_reference(layer, x)
+    bias = None if layer.bias is None else layer.bias.detach()
+    x = x.double()
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        pads = layer._pads
+        x = F.pad(x, pads, mode=layer.padding_mode)
+        padding = 0
+    return aw_conv2d_reference(
+        x, layer.weight.detach(), attention, bias, layer.stride, padding, layer.dilation, layer.groups
+    )
+
+
+def randomize_generator(layer, scale: float = 0.5) -> None:
+    """Gives the generator random Pointconv2 weights so the attention is not zero."""
+    with torch.no_grad():
+        for module in (layer.generator.pointconv2, layer.generator.pointconv2_in):
+            if module is not None:
+                module.weight.normal_(0, scale)
+                module.bias.normal_(0, scale)
