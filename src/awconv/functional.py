@@ -95,17 +95,22 @@ def _modulate(weight: Tensor, attention: Tensor, residual: bool) -> Tensor:
     return weight * (1 + attention) if residual else weight * attention
 
 
-def _conv_loop(x: Tensor, kernels: Tensor, stride, dilation, groups: int) -> Tensor:
+def _conv_loop(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     """One convolution per sample. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
     return torch.cat(
-        [F.conv2d(x[n : n + 1], kernels[n], None, stride, 0, dilation, groups) for n in range(x.shape[0])]
+        [
+            F.conv2d(x[n : n + 1], kernels[n], None, stride, padding, dilation, groups)
+            for n in range(x.shape[0])
+        ]
     )
 
 
-def _conv_grouped(x: Tensor, kernels: Tensor, stride, dilation, groups: int) -> Tensor:
+def _conv_grouped(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     """The batch folded into groups. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
     n, c1, h, w = x.shape
-    out = F.conv2d(x.reshape(1, n * c1, h, w), kernels.flatten(0, 1), None, stride, 0, dilation, n * groups)
+    out = F.conv2d(
+        x.reshape(1, n * c1, h, w), kernels.flatten(0, 1), None, stride, padding, dilation, n * groups
+    )
     return out.reshape(n, kernels.shape[1], out.shape[-2], out.shape[-1])
 
 
@@ -113,33 +118,33 @@ def _output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
     return (size - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _conv_bmm(x: Tensor, kernels: Tensor, stride, dilation, groups: int) -> Tensor:
+def _conv_bmm(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     """unfold + batched matmul. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
     n, _, h, w = x.shape
     c2, kh, kw = kernels.shape[1], kernels.shape[3], kernels.shape[4]
-    out_h = _output_size(h, kh, stride[0], dilation[0])
-    out_w = _output_size(w, kw, stride[1], dilation[1])
-    columns = F.unfold(x, (kh, kw), dilation=dilation, stride=stride)  # (N, C1*kh*kw, L)
+    out_h = _output_size(h + 2 * padding[0], kh, stride[0], dilation[0])
+    out_w = _output_size(w + 2 * padding[1], kw, stride[1], dilation[1])
+    columns = F.unfold(x, (kh, kw), dilation, padding, stride)  # (N, C1*kh*kw, L)
     columns = columns.reshape(n, groups, -1, out_h * out_w)  # (N, g, C1/g*kh*kw, L)
     kernels = kernels.reshape(n, groups, c2 // groups, -1)  # (N, g, C2/g, C1/g*kh*kw)
     return torch.matmul(kernels, columns).reshape(n, c2, out_h, out_w)
 
 
-def _bmm_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, dilation, groups: int):
+def _bmm_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding, dilation, groups: int):
     """Gradients of ``_conv_bmm`` with respect to x and kernels."""
     n, c1, h, w = x.shape
     c2, kh, kw = kernels.shape[1], kernels.shape[3], kernels.shape[4]
-    columns = F.unfold(x, (kh, kw), dilation=dilation, stride=stride)
+    columns = F.unfold(x, (kh, kw), dilation, padding, stride)
     columns = columns.reshape(n, groups, -1, columns.shape[-1])  # (N, g, C1/g*kh*kw, L)
     grad_out = grad_out.reshape(n, groups, c2 // groups, -1)  # (N, g, C2/g, L)
     kernels = kernels.reshape(n, groups, c2 // groups, -1)
     grad_kernels = torch.matmul(grad_out, columns.transpose(-1, -2))
     grad_columns = torch.matmul(kernels.transpose(-1, -2), grad_out).reshape(n, c1 * kh * kw, -1)
-    grad_x = F.fold(grad_columns, (h, w), (kh, kw), dilation=dilation, stride=stride)
+    grad_x = F.fold(grad_columns, (h, w), (kh, kw), dilation, padding, stride)
     return grad_x, grad_kernels.reshape(n, c2, c1 // groups, kh, kw)
 
 
-def _conv_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, dilation, groups: int):
+def _conv_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding, dilation, groups: int):
     """Gradients of ``_conv_grouped`` (also right for a batch of one) w.r.t. x and kernels."""
     n, c1, h, w = x.shape
     folded_kernels = kernels.flatten(0, 1)
@@ -149,7 +154,7 @@ def _conv_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, dilatio
         folded_kernels,
         None,
         list(stride),
-        [0, 0],
+        list(padding),
         list(dilation),
         False,
         [0, 0],
@@ -166,24 +171,24 @@ class _AWConv2dFunction(torch.autograd.Function):
     """Modulate and convolve, keeping only (input, weight, attention) for backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, attention, residual, impl, stride, dilation, groups):
+    def forward(ctx, x, weight, attention, residual, impl, stride, padding, dilation, groups):
         kernels = _modulate(weight, attention, residual)
-        out = _FORWARD[impl](x, kernels, stride, dilation, groups)
+        out = _FORWARD[impl](x, kernels, stride, padding, dilation, groups)
         ctx.save_for_backward(x, weight, attention)
-        ctx.config = (residual, impl, stride, dilation, groups)
+        ctx.config = (residual, impl, stride, padding, dilation, groups)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight, attention = ctx.saved_tensors
-        residual, impl, stride, dilation, groups = ctx.config
+        residual, impl, stride, padding, dilation, groups = ctx.config
         kernels = _modulate(weight, attention, residual)
         grad_out = grad_out.contiguous()
         if impl == "bmm":
-            grad_x, grad_kernels = _bmm_backward(x, kernels, grad_out, stride, dilation, groups)
+            grad_x, grad_kernels = _bmm_backward(x, kernels, grad_out, stride, padding, dilation, groups)
         else:
-            grad_x, grad_kernels = _conv_backward(x, kernels, grad_out, stride, dilation, groups)
+            grad_x, grad_kernels = _conv_backward(x, kernels, grad_out, stride, padding, dilation, groups)
         grad_attention = grad_weight = None
         if ctx.needs_input_grad[2]:
             grad_attention = grad_kernels * weight
@@ -192,7 +197,7 @@ class _AWConv2dFunction(torch.autograd.Function):
             grad_weight = torch.einsum("nabhw,nabhw->abhw", grad_kernels, factor)
         if not ctx.needs_input_grad[0]:
             grad_x = None
-        return grad_x, grad_weight, grad_attention, None, None, None, None, None
+        return grad_x, grad_weight, grad_attention, None, None, None, None, None, None
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -300,8 +305,10 @@ def aw_conv2d(
         )
     if input.shape[0] == 0:
         raise ValueError("input must hold at least one sample, got batch size 0")
-    if any(pads):
-        input = F.pad(input, pads)
+    if pads[0] == pads[1] and pads[2] == pads[3]:
+        padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
+    else:
+        input, padding_pair = F.pad(input, pads), (0, 0)
     if impl == "auto":
         out_h = _output_size(padded_h, kernel_size[0], stride_pair[0], dilation_pair[0])
         out_w = _output_size(padded_w, kernel_size[1], stride_pair[1], dilation_pair[1])
@@ -317,7 +324,15 @@ def aw_conv2d(
     input, weight, attention = (t.to(dtype) for t in (input, weight, attention))
     with autocast_off:
         out = _AWConv2dFunction.apply(
-            input.contiguous(), weight, attention, residual, impl, stride_pair, dilation_pair, groups
+            input.contiguous(),
+            weight,
+            attention,
+            residual,
+            impl,
+            stride_pair,
+            padding_pair,
+            dilation_pair,
+            groups,
         )
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, -1, 1, 1)

@@ -200,13 +200,17 @@ class AWConv2d(nn.Module):
     @torch.jit.unused
     def _forward_eager(self, x: Tensor) -> Tensor:
         attention = self.attention(x)
+        if self.padding_mode == "zeros":  # the operator pads inside the convolution
+            padded, padding = x, self.padding
+        else:
+            padded, padding = F.pad(x, self._pads, mode=self.padding_mode), 0
         return aw_conv2d(
-            self._pad(x),
+            padded,
             self.weight,
             attention,
             self.bias,
             self.stride,
-            0,
+            padding,
             self.dilation,
             self.groups,
             impl=self.impl,
