@@ -92,7 +92,7 @@ def resolve_padding(
 
 def _modulate(weight: Tensor, attention: Tensor, residual: bool) -> Tensor:
     """Per-sample kernels: weight (C2, C1/g, kh, kw), attention (N, C2, C1/g, kh, kw) -> same."""
-    return weight * (1 + attention) if residual else weight * attention
+    return torch.addcmul(weight, weight, attention) if residual else weight * attention
 
 
 def _conv_loop(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
