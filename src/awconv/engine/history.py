@@ -1,0 +1,51 @@
+"""``EpochHistory``: one row of metrics per epoch, kept in checkpoints and written as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from awconv.engine.checkpoint import atomic_write
+
+__all__ = ["EpochHistory", "read_history"]
+
+
+class EpochHistory(pl.Callback):
+    """Records ``trainer.callback_metrics`` (epoch aggregates) at the end of every training epoch.
+
+    The rows travel in checkpoints (``state_dict``), so a resumed run keeps the epochs before the
+    interruption. Rank 0 rewrites ``path`` atomically after every epoch.
+
+    Args:
+        path: the JSON file, a list of ``{"epoch": int, "<metric>": float, ...}``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
+        for name, value in sorted(trainer.callback_metrics.items()):
+            if not name.endswith("_step"):
+                row[name.removesuffix("_epoch")] = float(value)
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            text = json.dumps(self.rows, indent=1).encode()
+            atomic_write(self.path, lambda file: file.write(text))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict["rows"]]
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """The rows written by ``EpochHistory``."""
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,55 @@
+"""Parameter groups and learning-rate schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from awconv.engine.optim import build_optimizer, build_scheduler, param_groups
+
+
+def test_no_weight_decay_on_norms_and_biases() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {p.ndim for p in decay["params"]} == {2, 4}
+    assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizers(name: str) -> None:
+    optimizer = build_optimizer(nn.Linear(2, 2), name, lr=0.5, weight_decay=0.1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.5]
+
+
+def _lrs(name: str, **kwargs) -> list[float]:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, name, **kwargs)
+    lrs = []
+    for _ in range(kwargs["total_steps"]):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_then_cosine() -> None:
+    lrs = _lrs("cosine", total_steps=12, warmup_steps=4)
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4:] == sorted(lrs[4:], reverse=True) and lrs[-1] < 0.05
+
+
+def test_step_schedule() -> None:
+    assert _lrs("step", total_steps=6, step_every=2, gamma=0.5) == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_bad_schedule_arguments() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        build_scheduler(optimizer, "linear", total_steps=3)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=5)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(nn.Linear(1, 1), "lamb", lr=1, weight_decay=0)
