@@ -14,7 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from awconv.functional import aw_conv2d, choose_impl
+from awconv.conv_paths import choose_impl
+from awconv.functional import aw_conv2d
 
 # (channels, spatial size) of the bottleneck 3x3 convs of ResNet-50's four stages.
 RESNET50_SHAPES = ((64, 56), (128, 28), (256, 14), (512, 7))

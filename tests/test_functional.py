@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import aw_conv2d_reference, relative_error
 
-from awconv.functional import BMM_MAX_OUTPUT_PIXELS, IMPLS, aw_conv2d, choose_impl, resolve_padding
+from awconv.conv_paths import BMM_MAX_OUTPUT_PIXELS, choose_impl
+from awconv.functional import IMPLS, aw_conv2d, resolve_padding
 
 PATHS = [impl for impl in IMPLS if impl != "auto"]
 

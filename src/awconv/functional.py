@@ -6,37 +6,31 @@ the weights, separately for every sample:
 
     output[n] = conv2d(input[n], (1 + attention[n]) * weight) + bias
 
-This file holds ``aw_conv2d`` and its computation paths. Every path gives the same answer:
-
-* ``"loop"``: one plain convolution per sample (the reference).
-* ``"grouped"``: the batch folded into the channels and one grouped convolution with
-  ``groups = N * groups``. Best when the output is large (early layers).
-* ``"bmm"``: ``unfold`` (im2col) and one batched matrix product. Best when the output is small
-  and the channels many (deep layers); keeps a dynamic batch size in ONNX export.
-* ``"auto"``: batch 1 runs one plain convolution; otherwise ``"bmm"`` when the output has at most
-  ``BMM_MAX_OUTPUT_PIXELS`` pixels, else ``"grouped"`` (see ``docs/method.md`` for the measurement).
+``aw_conv2d`` takes the attention as a tensor. Its ``impl`` picks one of the paths of
+``awconv.conv_paths`` (``"grouped"``, ``"bmm"``, ``"loop"``); ``"auto"`` runs one plain convolution
+for a batch of one, ``"bmm"`` for outputs of at most ``BMM_MAX_OUTPUT_PIXELS`` pixels and
+``"grouped"`` otherwise. Every path gives the same answer.
 
 Memory: only ``input``, ``weight`` and ``attention`` are kept for backward; the modulated
 weights ``(1 + attention) * weight`` are recomputed there instead of being stored.
+``awconv.fused.aw_conv2d_fused`` goes further and never stores the attention either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BMM_MAX_OUTPUT_PIXELS", "IMPLS", "aw_conv2d", "resolve_padding"]
+from awconv.conv_paths import choose_impl, output_size, per_sample_conv, per_sample_conv_backward
+
+__all__ = ["IMPLS", "aw_conv2d", "resolve_padding"]
 
 IMPLS = ("auto", "grouped", "bmm", "loop")
-
-# ``auto`` uses the unfold + bmm path at or below this many output pixels per sample.
-# Measured on a 2-core x86 CPU (benchmarks/operator.py): bmm wins at 14x14 and 7x7 for the
-# ResNet channel widths, the grouped convolution at 28x28 and above.
-BMM_MAX_OUTPUT_PIXELS = 14 * 14
 
 IntOrPair = int | Sequence[int]
 
@@ -95,85 +89,13 @@ def _modulate(weight: Tensor, attention: Tensor, residual: bool) -> Tensor:
     return torch.addcmul(weight, weight, attention) if residual else weight * attention
 
 
-def _conv_loop(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
-    """One convolution per sample. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
-    return torch.cat(
-        [
-            F.conv2d(x[n : n + 1], kernels[n], None, stride, padding, dilation, groups)
-            for n in range(x.shape[0])
-        ]
-    )
-
-
-def _conv_grouped(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
-    """The batch folded into groups. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
-    n, c1, h, w = x.shape
-    out = F.conv2d(
-        x.reshape(1, n * c1, h, w), kernels.flatten(0, 1), None, stride, padding, dilation, n * groups
-    )
-    return out.reshape(n, kernels.shape[1], out.shape[-2], out.shape[-1])
-
-
-def _output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
-    return (size - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _conv_bmm(x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
-    """unfold + batched matmul. x: (N, C1, H, W), kernels: (N, C2, C1/g, kh, kw)."""
-    n, _, h, w = x.shape
-    c2, kh, kw = kernels.shape[1], kernels.shape[3], kernels.shape[4]
-    out_h = _output_size(h + 2 * padding[0], kh, stride[0], dilation[0])
-    out_w = _output_size(w + 2 * padding[1], kw, stride[1], dilation[1])
-    columns = F.unfold(x, (kh, kw), dilation, padding, stride)  # (N, C1*kh*kw, L)
-    columns = columns.reshape(n, groups, -1, out_h * out_w)  # (N, g, C1/g*kh*kw, L)
-    kernels = kernels.reshape(n, groups, c2 // groups, -1)  # (N, g, C2/g, C1/g*kh*kw)
-    return torch.matmul(kernels, columns).reshape(n, c2, out_h, out_w)
-
-
-def _bmm_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding, dilation, groups: int):
-    """Gradients of ``_conv_bmm`` with respect to x and kernels."""
-    n, c1, h, w = x.shape
-    c2, kh, kw = kernels.shape[1], kernels.shape[3], kernels.shape[4]
-    columns = F.unfold(x, (kh, kw), dilation, padding, stride)
-    columns = columns.reshape(n, groups, -1, columns.shape[-1])  # (N, g, C1/g*kh*kw, L)
-    grad_out = grad_out.reshape(n, groups, c2 // groups, -1)  # (N, g, C2/g, L)
-    kernels = kernels.reshape(n, groups, c2 // groups, -1)
-    grad_kernels = torch.matmul(grad_out, columns.transpose(-1, -2))
-    grad_columns = torch.matmul(kernels.transpose(-1, -2), grad_out).reshape(n, c1 * kh * kw, -1)
-    grad_x = F.fold(grad_columns, (h, w), (kh, kw), dilation, padding, stride)
-    return grad_x, grad_kernels.reshape(n, c2, c1 // groups, kh, kw)
-
-
-def _conv_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding, dilation, groups: int):
-    """Gradients of ``_conv_grouped`` (also right for a batch of one) w.r.t. x and kernels."""
-    n, c1, h, w = x.shape
-    folded_kernels = kernels.flatten(0, 1)
-    grad_x, grad_kernels, _ = torch.ops.aten.convolution_backward(
-        grad_out.reshape(1, -1, grad_out.shape[-2], grad_out.shape[-1]),
-        x.reshape(1, n * c1, h, w),
-        folded_kernels,
-        None,
-        list(stride),
-        list(padding),
-        list(dilation),
-        False,
-        [0, 0],
-        n * groups,
-        [True, True, False],
-    )
-    return grad_x.reshape(x.shape), grad_kernels.reshape(kernels.shape)
-
-
-_FORWARD = {"grouped": _conv_grouped, "bmm": _conv_bmm, "loop": _conv_loop}
-
-
 class _AWConv2dFunction(torch.autograd.Function):
     """Modulate and convolve, keeping only (input, weight, attention) for backward."""
 
     @staticmethod
     def forward(ctx, x, weight, attention, residual, impl, stride, padding, dilation, groups):
         kernels = _modulate(weight, attention, residual)
-        out = _FORWARD[impl](x, kernels, stride, padding, dilation, groups)
+        out = per_sample_conv(impl, x, kernels, stride, padding, dilation, groups)
         ctx.save_for_backward(x, weight, attention)
         ctx.config = (residual, impl, stride, padding, dilation, groups)
         return out
@@ -185,10 +107,9 @@ class _AWConv2dFunction(torch.autograd.Function):
         residual, impl, stride, padding, dilation, groups = ctx.config
         kernels = _modulate(weight, attention, residual)
         grad_out = grad_out.contiguous()
-        if impl == "bmm":
-            grad_x, grad_kernels = _bmm_backward(x, kernels, grad_out, stride, padding, dilation, groups)
-        else:
-            grad_x, grad_kernels = _conv_backward(x, kernels, grad_out, stride, padding, dilation, groups)
+        grad_x, grad_kernels = per_sample_conv_backward(
+            impl, x, kernels, grad_out, stride, padding, dilation, groups
+        )
         grad_attention = grad_weight = None
         if ctx.needs_input_grad[2]:
             grad_attention = grad_kernels * weight
@@ -213,21 +134,81 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
 
 
-def choose_impl(batch_size: int, output_pixels: int) -> str:
-    """The path ``impl="auto"`` takes for a batch size and a per-sample output area."""
-    if batch_size == 1:
-        return "loop"
-    return "bmm" if output_pixels <= BMM_MAX_OUTPUT_PIXELS else "grouped"
+def prepare_geometry(
+    input: Tensor,
+    kernel_size: Sequence[int],
+    stride: IntOrPair,
+    padding: IntOrPair | str,
+    dilation: IntOrPair,
+) -> tuple[Tensor, tuple[tuple[int, int], tuple[int, int], tuple[int, int]], int]:
+    """Validates the convolution's geometry and turns any padding into a symmetric one.
+
+    Args:
+        input: (N, C1, H, W).
+        kernel_size: (kh, kw).
+        stride, padding, dilation: as ``aw_conv2d`` takes them.
+
+    Returns:
+        ``(input, (stride, padding, dilation), output_pixels)``: the input, zero-padded here only
+        when the padding is asymmetric; the three pairs the convolution paths take; and
+        H_out * W_out.
+    """
+    stride_pair = _pair(stride, "stride")
+    dilation_pair = _pair(dilation, "dilation")
+    if min(stride_pair) < 1 or min(dilation_pair) < 1:
+        raise ValueError(f"stride and dilation must be positive, got {stride!r} and {dilation!r}")
+    kernel = (int(kernel_size[0]), int(kernel_size[1]))
+    pads = resolve_padding(padding, kernel, stride_pair, dilation_pair)
+    padded = (input.shape[2] + pads[2] + pads[3], input.shape[3] + pads[0] + pads[1])
+    span = tuple(d * (k - 1) + 1 for d, k in zip(dilation_pair, kernel, strict=True))
+    if span[0] > padded[0] or span[1] > padded[1]:
+        raise ValueError(
+            f"kernel {kernel} with dilation {dilation_pair} spans {span} pixels, "
+            f"more than the padded input {padded}"
+        )
+    if input.shape[0] == 0:
+        raise ValueError("input must hold at least one sample, got batch size 0")
+    if pads[0] == pads[1] and pads[2] == pads[3]:
+        padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
+    else:
+        input, padding_pair = F.pad(input, pads), (0, 0)
+    out_pixels = output_size(padded[0], kernel[0], stride_pair[0], dilation_pair[0]) * output_size(
+        padded[1], kernel[1], stride_pair[1], dilation_pair[1]
+    )
+    return input, (stride_pair, padding_pair, dilation_pair), out_pixels
 
 
-def _check_inputs(x: Tensor, weight: Tensor, attention: Tensor, bias: Tensor | None, groups: int):
-    for name, tensor in (("input", x), ("weight", weight), ("attention", attention), ("bias", bias)):
+@contextlib.contextmanager
+def compute_dtype(*tensors: Tensor):
+    """Casts tensors to the dtype to compute in and turns autocast off inside, as custom_fwd does.
+
+    Under autocast that is the autocast dtype; otherwise the promoted dtype of the tensors.
+    Gradients flow back through the casts in the tensors' own dtypes.
+    """
+    device_type = tensors[0].device.type
+    dtype = _autocast_dtype(device_type)
+    if dtype is None:
+        dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+        autocast_off = contextlib.nullcontext()
+    else:
+        autocast_off = torch.autocast(device_type, enabled=False)
+    with autocast_off:
+        yield tuple(t.to(dtype) for t in tensors)
+
+
+def check_tensors(**tensors: Tensor | None) -> None:
+    """Checks that each named argument is a floating-point tensor (None is skipped)."""
+    for name, tensor in tensors.items():
         if tensor is None:
             continue
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
         if not tensor.is_floating_point():
             raise TypeError(f"{name} must have a floating-point dtype, got {tensor.dtype}")
+
+
+def check_conv_shapes(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> None:
+    """Checks input (N, C1, H, W), weight (C2, C1/groups, kh, kw), bias (C2,) and groups."""
     if x.dim() != 4:
         raise ValueError(f"input must have shape (N, C1, H, W), got {tuple(x.shape)}")
     if weight.dim() != 4:
@@ -242,11 +223,6 @@ def _check_inputs(x: Tensor, weight: Tensor, attention: Tensor, bias: Tensor | N
         )
     if c2 % groups:
         raise ValueError(f"weight's out channels ({c2}) must be divisible by groups={groups}")
-    expected = (x.shape[0], *weight.shape)
-    if tuple(attention.shape) != expected:
-        raise ValueError(
-            f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
-        )
     if bias is not None and tuple(bias.shape) != (c2,):
         raise ValueError(f"bias must have shape ({c2},), got {tuple(bias.shape)}")
 
@@ -287,52 +263,20 @@ def aw_conv2d(
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    _check_inputs(input, weight, attention, bias, groups)
-    stride_pair = _pair(stride, "stride")
-    dilation_pair = _pair(dilation, "dilation")
-    if min(stride_pair) < 1 or min(dilation_pair) < 1:
-        raise ValueError(f"stride and dilation must be positive, got {stride!r} and {dilation!r}")
-    kernel_size = (weight.shape[2], weight.shape[3])
-    pads = resolve_padding(padding, kernel_size, stride_pair, dilation_pair)
-    padded_h = input.shape[2] + pads[2] + pads[3]
-    padded_w = input.shape[3] + pads[0] + pads[1]
-    span_h = dilation_pair[0] * (kernel_size[0] - 1) + 1
-    span_w = dilation_pair[1] * (kernel_size[1] - 1) + 1
-    if span_h > padded_h or span_w > padded_w:
+    check_tensors(input=input, weight=weight, attention=attention, bias=bias)
+    check_conv_shapes(input, weight, bias, groups)
+    expected = (input.shape[0], *weight.shape)
+    if tuple(attention.shape) != expected:
         raise ValueError(
-            f"kernel {kernel_size} with dilation {dilation_pair} spans {(span_h, span_w)} pixels, "
-            f"more than the padded input {(padded_h, padded_w)}"
+            f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
         )
-    if input.shape[0] == 0:
-        raise ValueError("input must hold at least one sample, got batch size 0")
-    if pads[0] == pads[1] and pads[2] == pads[3]:
-        padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
-    else:
-        input, padding_pair = F.pad(input, pads), (0, 0)
+    input, geometry, out_pixels = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
     if impl == "auto":
-        out_h = _output_size(padded_h, kernel_size[0], stride_pair[0], dilation_pair[0])
-        out_w = _output_size(padded_w, kernel_size[1], stride_pair[1], dilation_pair[1])
-        impl = choose_impl(input.shape[0], out_h * out_w)
+        impl = choose_impl(input.shape[0], out_pixels)
 
-    # Under autocast, compute in its dtype with autocast off inside, as custom_fwd would.
-    dtype = _autocast_dtype(input.device.type)
-    if dtype is None:
-        dtype = torch.promote_types(torch.promote_types(input.dtype, weight.dtype), attention.dtype)
-        autocast_off = contextlib.nullcontext()
-    else:
-        autocast_off = torch.autocast(input.device.type, enabled=False)
-    input, weight, attention = (t.to(dtype) for t in (input, weight, attention))
-    with autocast_off:
+    with compute_dtype(input, weight, attention) as (input, weight, attention):
         out = _AWConv2dFunction.apply(
-            input.contiguous(),
-            weight,
-            attention,
-            residual,
-            impl,
-            stride_pair,
-            padding_pair,
-            dilation_pair,
-            groups,
+            input.contiguous(), weight, attention, residual, impl, *geometry, groups
         )
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, -1, 1, 1)

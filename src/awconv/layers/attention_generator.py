@@ -103,6 +103,33 @@ class AttentionGenerator(nn.Module):
         if self.pointconv2_in is not None:
             self.pointconv2_in.reset_parameters()
 
+    def hidden_features(self, x: Tensor) -> Tensor:
+        """Pool, Pointconv1 and ReLU: x (N, C1, H, W) -> (N, d, ph, pw), (ph, pw) the pooled size."""
+        if self.pool == "kernel":
+            pooled = F.adaptive_avg_pool2d(x, [self.kernel_size[0], self.kernel_size[1]])
+        else:
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+        return F.relu(self.pointconv1(pooled))
+
+    @torch.jit.unused
+    def logit_factors(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The small tensors ``awconv.fused.aw_conv2d_fused`` makes the attention from.
+
+        Args:
+            x: (N, C1, H, W).
+
+        Returns:
+            ``"full"``: hidden (N, d, P), Pointconv2's weight (C2 * C1/g, d) and bias (C2 * C1/g,);
+            ``"lowrank"``: factor_out (N, C2, R, P) and factor_in (N, R, C1/g, P); P = ph * pw.
+        """
+        hidden = self.hidden_features(x)
+        n = hidden.shape[0]
+        if self.pointconv2_in is None:
+            return hidden.flatten(2), self.pointconv2.weight.flatten(1), self.pointconv2.bias
+        factor_out = self.pointconv2(hidden).reshape(n, self.out_channels, self.rank, -1)
+        factor_in = self.pointconv2_in(hidden).reshape(n, self.rank, self.in_per_group, -1)
+        return factor_out, factor_in
+
     def forward(self, x: Tensor) -> Tensor:
         """Computes the attention.
 
@@ -113,11 +140,7 @@ class AttentionGenerator(nn.Module):
             (N, C2, C1/groups, kh, kw).
         """
         kh, kw = self.kernel_size
-        if self.pool == "kernel":
-            pooled = F.adaptive_avg_pool2d(x, [kh, kw])  # (N, C1, kh, kw)
-        else:
-            pooled = x.mean(dim=(2, 3), keepdim=True)  # (N, C1, 1, 1)
-        hidden = F.relu(self.pointconv1(pooled))  # (N, d, ph, pw)
+        hidden = self.hidden_features(x)  # (N, d, ph, pw)
         n, ph, pw = hidden.shape[0], hidden.shape[2], hidden.shape[3]
         if self.pointconv2_in is None:
             logits = self.pointconv2(hidden).reshape(n, self.out_channels, self.in_per_group, ph, pw)
@@ -131,9 +154,7 @@ class AttentionGenerator(nn.Module):
             attention = torch.sigmoid(logits)
         else:
             attention = logits
-        if self.pool == "global":
-            attention = attention.expand(n, self.out_channels, self.in_per_group, kh, kw)
-        return attention
+        return attention.expand(n, self.out_channels, self.in_per_group, kh, kw)
 
     def extra_repr(self) -> str:
         text = f"generator={self.kind!r}, hidden={self.hidden}, gate={self.gate!r}, pool={self.pool!r}"

@@ -4,6 +4,8 @@ Paper: Zhu et al., "An Attention Module for Convolutional Neural Networks" (arXi
 For every sample an ``AttentionGenerator`` computes an attention tensor ``A`` with the shape of
 the weights, and the layer convolves with ``(1 + A) * weight``. Pointconv2 starts at zero, so a
 fresh layer, or one built with ``AWConv2d.from_conv``, computes exactly its plain convolution.
+The forward pass runs ``awconv.fused.aw_conv2d_fused``, which generates the attention inside the
+convolution's autograd function and never stores it; ``layer.attention(x)`` returns it.
 
 ``AWConv2d`` has the constructor head, the ``weight``/``bias`` parameters and the state-dict keys
 of ``nn.Conv2d`` but deliberately does not subclass it: code that treats every ``nn.Conv2d`` as
@@ -20,7 +22,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from awconv.functional import IMPLS, _pair, aw_conv2d, resolve_padding
+from awconv.functional import IMPLS, _pair, resolve_padding
+from awconv.fused import aw_conv2d_fused
 from awconv.layers.attention_generator import AttentionGenerator
 
 __all__ = ["PADDING_MODES", "AWConv2d"]
@@ -48,7 +51,7 @@ class AWConv2d(nn.Module):
         rank: rank of the ``"lowrank"`` generator.
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
-        impl: computation path of ``aw_conv2d``: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``.
+        impl: convolution path of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``.
 
     Shapes:
         input (N, C1, H, W) -> output (N, C2, H_out, W_out), as ``nn.Conv2d``.
@@ -199,20 +202,24 @@ class AWConv2d(nn.Module):
 
     @torch.jit.unused
     def _forward_eager(self, x: Tensor) -> Tensor:
-        attention = self.attention(x)
+        """The fused operator: the attention is generated in chunks and never stored."""
+        self._check_input(x)
+        factors = self.generator.logit_factors(x)
         if self.padding_mode == "zeros":  # the operator pads inside the convolution
             padded, padding = x, self.padding
         else:
             padded, padding = F.pad(x, self._pads, mode=self.padding_mode), 0
-        return aw_conv2d(
+        return aw_conv2d_fused(
             padded,
             self.weight,
-            attention,
+            factors,
             self.bias,
             self.stride,
             padding,
             self.dilation,
             self.groups,
+            generator=self.generator.kind,
+            gate=self.generator.gate,
             impl=self.impl,
         )
 
