@@ -1,0 +1,61 @@
+"""``awconv profile``: parameters, GMACs and overhead over the plain ResNet of the same depth."""
+
+from __future__ import annotations
+
+import argparse
+
+from awconv.cli import CliError
+from awconv.profiling import FORMATS, format_profiles, profile_model
+
+__all__ = ["add_parser", "parse_model_arg", "run"]
+
+
+def parse_model_arg(text: str) -> tuple[str, int | float | str]:
+    """``KEY=VALUE`` -> ``(key, value)``, the value as an int, else a float, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CliError(f"--model-arg must look like KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``profile`` sub-command."""
+    parser = subparsers.add_parser(
+        "profile",
+        help="count parameters and GMACs, and the overhead over the plain model",
+        description=(
+            "Counts parameters and GMACs (torch FlopCounterMode, MACs = FLOPs / 2, attention "
+            "generators included) of registered models, and their overhead over the plain ResNet "
+            "of the same depth (e.g. aw_seresnet50 against resnet50)."
+        ),
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="square input side (default: the model's, 224 or 32)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass (default: 1)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model keyword argument, repeatable, e.g. --model-arg generator=lowrank --model-arg rank=4",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profiles every model and prints the table; returns the exit status."""
+    model_kwargs = dict(parse_model_arg(text) for text in args.model_arg)
+    profiles = [
+        profile_model(name, img_size=args.img_size, batch_size=args.batch_size, **model_kwargs)
+        for name in args.models
+    ]
+    print(format_profiles(profiles, args.format))
+    return 0
