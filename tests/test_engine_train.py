@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from test_data_classification import make_cifar, make_image_folder
 
 from awconv.engine.classification import TrainConfig, evaluate_classifier, train_classifier
+from awconv.engine.classifier import ClassifierModule
 from awconv.engine.compare import compare_classifiers, parse_model_spec
 from awconv.engine.history import read_history
 from awconv.engine.report import mean_ci
@@ -161,5 +162,10 @@ def test_mean_ci_uses_the_t_distribution() -> None:
 def test_best_safetensors_holds_plain_model_keys(tmp_path: Path) -> None:
     root = make_cifar(tmp_path / "data", train=8, val=4, num_classes=2)
     train_classifier(_recipe(f"cifar:{root}", tmp_path / "run", epochs=1))
-    keys = load_file(tmp_path / "run" / "best.safetensors").keys()
-    assert keys and not any(k.startswith("model.") for k in keys)
+    weights = load_file(tmp_path / "run" / "best.safetensors")
+    assert weights and not any(k.startswith("model.") for k in weights)
+    module = ClassifierModule(
+        TINY_MODEL, num_classes=2, pretrained=str(tmp_path / "run" / "best.safetensors")
+    )
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(value, weights[key]), key

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["CliError", "main"]
 
 # Sub-command modules of this package, in the order ``awconv --help`` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "profile", "detect", "make_shapes")
 
 
 class CliError(Exception):

@@ -8,6 +8,7 @@ continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,10 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from awconv.engine.checkpoint import load_weights
 from awconv.engine.optim import build_optimizer, build_scheduler
+from awconv.models.pretrained import load_pretrained
 
 __all__ = ["ClassifierModule", "create_classifier"]
+
+_logger = logging.getLogger(__name__)
 
 
 def create_classifier(
@@ -41,7 +44,8 @@ class ClassifierModule(pl.LightningModule):
         num_classes: classifier outputs.
         in_chans: image channels C.
         model_kwargs: extra keyword arguments for the model (``generator="lowrank"``...).
-        pretrained: weights to start from (``.safetensors`` or checkpoint), or ``None``.
+        pretrained: weights to start from, loaded by ``awconv.load_pretrained`` (a plain ResNet
+            checkpoint also fills an SE/CBAM/AW model), or ``None``.
         optimizer: ``"sgd"`` or ``"adamw"``.
         lr: peak learning rate.
         weight_decay: decay of weights with 2+ dimensions; norms and biases get none.
@@ -81,7 +85,7 @@ class ClassifierModule(pl.LightningModule):
             model, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs
         )
         if pretrained:
-            load_weights(self.model, pretrained)
+            _logger.info("%s: %s", pretrained, load_pretrained(self.model, pretrained).summary())
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         if compile:

@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from awconv.data.classification import ClassificationData, build_classification_data
 from awconv.engine.classification import TrainConfig, train_classifier
 from awconv.engine.classifier import create_classifier
 from awconv.engine.history import read_history
-from awconv.engine.measure import count_gmacs, count_params, measure_throughput
+from awconv.engine.measure import measure_throughput
 from awconv.engine.report import ModelResult, format_table, write_report
 from awconv.engine.trainer import last_checkpoint
+from awconv.profiling import profile_model
 
 __all__ = ["compare_classifiers", "parse_model_spec"]
 
@@ -89,12 +88,10 @@ def compare_classifiers(
             summary = _run(config, data)
             result.runs.append({**summary, "run_dir": str(run_dir)})
             result.histories.append(read_history(run_dir / "history.json"))
-        network = create_classifier(
-            name, num_classes=data.num_classes, in_chans=data.in_chans, model_kwargs=kwargs
-        )
-        torch.manual_seed(0)
-        result.params = count_params(network)
-        result.gmacs = count_gmacs(network, shape)
+        size = {"num_classes": data.num_classes, "in_chans": data.in_chans}
+        profile = profile_model(name, img_size=data.image_size, **size, **kwargs)
+        result.params, result.gmacs = profile.params, profile.macs / 1e9
+        network = create_classifier(name, model_kwargs=kwargs, **size)
         result.images_per_second = measure_throughput(network, shape, batch_size=recipe.batch_size)
         results.append(result)
     recipe_text = (

@@ -1,9 +1,4 @@
-"""Model cost measured for reports: parameters, GMACs and inference images per second.
-
-GMACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (multiply-accumulates =
-FLOPs / 2) for one image, so every operator the model runs counts, including the per-sample
-attention of AW layers.
-"""
+"""Measured inference speed for reports; ``awconv.profiling`` counts parameters and MACs."""
 
 from __future__ import annotations
 
@@ -12,27 +7,8 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_gmacs", "count_params", "measure_throughput"]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared ones once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def count_gmacs(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
-    """Multiply-accumulates (1e9) of one eval-mode forward pass on one (C, H, W) image."""
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    model.train(was_training)
-    return counter.get_total_flops() / 2e9
+__all__ = ["measure_throughput"]
 
 
 @torch.no_grad()

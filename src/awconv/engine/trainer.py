@@ -64,7 +64,7 @@ def build_trainer(
         devices: processes per node.
         num_nodes: nodes.
         precision: ``"32"``, ``"bf16"`` or ``"16"`` (mixed-precision autocast).
-        sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP.
+        sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP (GPUs only).
         gradient_clip_val: clip the gradient norm to this value; ``None`` does not clip.
         progress_bar: show a progress bar.
         callbacks: more callbacks.
@@ -100,7 +100,7 @@ def build_trainer(
     ]
     if progress_bar:
         all_callbacks.append(TQDMProgressBar())
-    return pl.Trainer(
+    trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=max_epochs,
         accelerator=accelerator,
@@ -120,6 +120,9 @@ def build_trainer(
         num_sanity_val_steps=0,
         **trainer_kwargs,
     )
+    if sync_batchnorm and distributed and trainer.strategy.root_device.type == "cpu":
+        raise ValueError("sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on CPU")
+    return trainer
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
