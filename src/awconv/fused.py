@@ -23,11 +23,13 @@ Then ``attention = gate(logits)`` and ``output[n] = conv2d(input[n], (1 + attent
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from awconv.conv_paths import choose_impl, per_sample_conv, per_sample_conv_backward
+from awconv.conv_paths import choose_impl, output_size, per_sample_conv, per_sample_conv_backward
 from awconv.functional import (
     IMPLS,
     IntOrPair,
@@ -43,45 +45,60 @@ FUSED_GENERATORS = ("full", "lowrank")
 FUSED_GATES = ("tanh", "sigmoid", "none")
 
 
-def _logits(kind: str, factors: Sequence[Tensor], start: int, stop: int, out_channels: int) -> Tensor:
-    """Logits of samples [start, stop): (n, C2, C1/g, P), freshly allocated."""
+class _Span(NamedTuple):
+    """Samples [start, stop) and output channels [first, last) of one step."""
+
+    start: int
+    stop: int
+    first: int
+    last: int
+
+
+def _logits(kind: str, factors: Sequence[Tensor], span: _Span, in_per_group: int) -> Tensor:
+    """Logits of one span: (n, c, C1/g, P) for its n samples and c output channels, new memory."""
+    n, channels = span.stop - span.start, span.last - span.first
     if kind == "full":
         hidden, head_weight, head_bias = factors
-        logits = torch.matmul(head_weight, hidden[start:stop])  # (n, C2 * C1/g, P)
-        logits += head_bias[:, None]
-        return logits.view(stop - start, out_channels, -1, logits.shape[-1])
+        rows = slice(span.first * in_per_group, span.last * in_per_group)
+        hidden = hidden[span.start : span.stop]  # (n, d, P)
+        head = head_weight[rows].expand(n, -1, -1)  # (n, c * C1/g, d), no copy
+        bias = head_bias[rows, None].expand(n, -1, hidden.shape[-1])
+        logits = torch.baddbmm(bias, head, hidden)  # one pass: written in its final layout, bias included
+        return logits.view(n, channels, in_per_group, logits.shape[-1])
     factor_out, factor_in = factors
-    return torch.einsum("narp,nrbp->nabp", factor_out[start:stop], factor_in[start:stop])
+    return torch.einsum(
+        "narp,nrbp->nabp",
+        factor_out[span.start : span.stop, span.first : span.last],
+        factor_in[span.start : span.stop],
+    )
 
 
 def _logits_backward(
-    kind: str,
-    factors: Sequence[Tensor],
-    grads: list[Tensor | None],
-    start: int,
-    stop: int,
-    grad_logits: Tensor,
+    kind: str, factors: Sequence[Tensor], grads: list[Tensor | None], span: _Span, grad_logits: Tensor
 ) -> None:
-    """Adds the gradients of samples [start, stop) to ``grads`` (one per factor, None if unneeded).
+    """Adds one span's gradients to ``grads`` (zero-initialised, one per factor, None if unneeded).
 
     Args:
-        grad_logits: (n, C2, C1/g, P).
+        grad_logits: (n, c, C1/g, P).
     """
+    samples, channels = slice(span.start, span.stop), slice(span.first, span.last)
     if kind == "full":
         hidden, head_weight, _ = factors
-        grad_flat = grad_logits.reshape(stop - start, head_weight.shape[0], -1)  # (n, C2 * C1/g, P)
+        per_channel = grad_logits.shape[2]
+        rows = slice(span.first * per_channel, span.last * per_channel)
+        grad_flat = grad_logits.reshape(grad_logits.shape[0], -1, grad_logits.shape[-1])  # (n, c * C1/g, P)
         if grads[0] is not None:
-            grads[0][start:stop] = torch.matmul(head_weight.t(), grad_flat)
+            grads[0][samples] += torch.matmul(head_weight[rows].t(), grad_flat)
         if grads[1] is not None:
-            grads[1] += torch.einsum("nkp,ndp->kd", grad_flat, hidden[start:stop])
+            grads[1][rows] += torch.einsum("nkp,ndp->kd", grad_flat, hidden[samples])
         if grads[2] is not None:
-            grads[2] += grad_flat.sum(dim=(0, 2))
+            grads[2][rows] += grad_flat.sum(dim=(0, 2))
         return
     factor_out, factor_in = factors
     if grads[0] is not None:
-        grads[0][start:stop] = torch.einsum("nabp,nrbp->narp", grad_logits, factor_in[start:stop])
+        grads[0][samples, channels] += torch.einsum("nabp,nrbp->narp", grad_logits, factor_in[samples])
     if grads[1] is not None:
-        grads[1][start:stop] = torch.einsum("nabp,narp->nrbp", grad_logits, factor_out[start:stop])
+        grads[1][samples] += torch.einsum("nabp,narp->nrbp", grad_logits, factor_out[samples, channels])
 
 
 def _gate_(logits: Tensor, gate: str) -> Tensor:
@@ -102,70 +119,143 @@ def _gate_backward_(grad_attention: Tensor, attention: Tensor, gate: str) -> Ten
     return grad_attention
 
 
+def _kernels(kind, gate, factors, flat_weight: Tensor, span: _Span, in_place: bool) -> tuple[Tensor, Tensor]:
+    """Attention (n, c, C1/g, P) and modulated kernels (n, c, C1/g, kh*kw) of one span.
+
+    With ``in_place`` and P = kh*kw the kernels overwrite the attention (forward needs no more).
+    """
+    attention = _gate_(_logits(kind, factors, span, flat_weight.shape[1]), gate)
+    weight = flat_weight[span.first : span.last]
+    if in_place and attention.shape[-1] == weight.shape[-1]:
+        return attention, torch.addcmul(weight, weight, attention, out=attention)
+    return attention, torch.addcmul(weight, weight, attention)
+
+
+def _modulation_backward(
+    grad_kernels: Tensor, attention: Tensor, flat_weight: Tensor, gate: str, grad_weight: Tensor | None
+) -> Tensor:
+    """From the kernels' gradient (n, c, C1/g, T) to the logits' (n, c, C1/g, P); adds to grad_weight."""
+    if grad_weight is not None:
+        grad_weight += grad_kernels.sum(dim=0)
+        grad_weight += (grad_kernels * attention).sum(dim=0)
+    grad_attention = grad_kernels.mul_(flat_weight)
+    if attention.shape[-1] == 1:
+        grad_attention = grad_attention.sum(dim=-1, keepdim=True)
+    return _gate_backward_(grad_attention, attention, gate)
+
+
 class _FusedAWConv2dFunction(torch.autograd.Function):
-    """Generate, gate, modulate and convolve in chunks; regenerate the attention in backward."""
+    """Generate, gate, modulate and convolve span by span; regenerate the attention in backward.
+
+    A span is a chunk of samples and, on the blocked ``bmm`` path, a block of output channels:
+    there the kernels of a block go straight into the matrix product with the input's columns,
+    so no tensor of the whole attention's size is ever allocated.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, kind, gate, impl, geometry, groups, chunk, out_pixels, *factors):
-        batch, (out_channels, in_per_group, kh, kw) = x.shape[0], weight.shape
-        flat_weight = weight.reshape(out_channels, in_per_group, kh * kw)
-        outputs = []
-        for start in range(0, batch, chunk):
-            stop = min(start + chunk, batch)
-            attention = _gate_(_logits(kind, factors, start, stop, out_channels), gate)
-            if attention.shape[-1] == kh * kw:  # modulate in place: one pass, no new buffer
-                kernels = torch.addcmul(flat_weight, flat_weight, attention, out=attention)
-            else:
-                kernels = torch.addcmul(flat_weight, flat_weight, attention)
-            path = choose_impl(stop - start, out_pixels) if impl == "auto" else impl
-            kernels = kernels.view(stop - start, out_channels, in_per_group, kh, kw)
-            outputs.append(per_sample_conv(path, x[start:stop], kernels, *geometry, groups))
+    def forward(ctx, x, weight, kind, gate, path, geometry, groups, chunk, block, *factors):
+        out = _fused_forward(x, weight, kind, gate, path, geometry, groups, chunk, block, factors)
         ctx.save_for_backward(x, weight, *factors)
-        ctx.config = (kind, gate, impl, geometry, groups, chunk, out_pixels)
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        ctx.config = (kind, gate, path, geometry, groups, chunk, block)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight, *factors = ctx.saved_tensors
-        kind, gate, impl, geometry, groups, chunk, out_pixels = ctx.config
-        batch, (out_channels, in_per_group, kh, kw) = x.shape[0], weight.shape
-        flat_weight = weight.reshape(out_channels, in_per_group, kh * kw)
-        grad_out = grad_out.contiguous()
+        kind, gate, path, geometry, groups, chunk, block = ctx.config
         needs = ctx.needs_input_grad
-        grad_x = torch.empty_like(x) if needs[0] else None
-        grad_weight = torch.zeros_like(flat_weight) if needs[1] else None
-        factor_grads: list[Tensor | None] = []
-        for index, factor in enumerate(factors):
-            if not needs[9 + index]:
-                factor_grads.append(None)
-            elif kind == "full" and index > 0:  # the head's weight and bias accumulate over chunks
-                factor_grads.append(torch.zeros_like(factor))
-            else:
-                factor_grads.append(torch.empty_like(factor))
-        for start in range(0, batch, chunk):
-            stop = min(start + chunk, batch)
-            attention = _gate_(_logits(kind, factors, start, stop, out_channels), gate)
-            kernels = torch.addcmul(flat_weight, flat_weight, attention)
-            kernels = kernels.view(stop - start, out_channels, in_per_group, kh, kw)
-            path = choose_impl(stop - start, out_pixels) if impl == "auto" else impl
-            chunk_grad_x, grad_kernels = per_sample_conv_backward(
-                path, x[start:stop], kernels, grad_out[start:stop], *geometry, groups
-            )
-            if grad_x is not None:
-                grad_x[start:stop] = chunk_grad_x
-            grad_kernels = grad_kernels.view(stop - start, out_channels, in_per_group, kh * kw)
-            if grad_weight is not None:
-                grad_weight += grad_kernels.sum(dim=0)
-                grad_weight += (grad_kernels * attention).sum(dim=0)
-            grad_attention = grad_kernels.mul_(flat_weight)
-            if attention.shape[-1] == 1:
-                grad_attention = grad_attention.sum(dim=-1, keepdim=True)
-            grad_logits = _gate_backward_(grad_attention, attention, gate)
-            _logits_backward(kind, factors, factor_grads, start, stop, grad_logits)
-        if grad_weight is not None:
-            grad_weight = grad_weight.view_as(weight)
+        grad_x, grad_weight, factor_grads = _fused_backward(
+            x, weight, factors, grad_out.contiguous(), kind, gate, path, geometry, groups, chunk, block,
+            needs_x=needs[0], needs_weight=needs[1], needs_factors=needs[9:],
+        )  # fmt: skip
         return (grad_x, grad_weight, None, None, None, None, None, None, None, *factor_grads)
+
+
+def _spans(batch: int, channels: int, chunk: int, block: int):
+    """Sample chunks, each with its output-channel blocks: yields (chunk_span, [block spans])."""
+    for start in range(0, batch, chunk):
+        stop = min(start + chunk, batch)
+        yield (
+            start,
+            stop,
+            [_Span(start, stop, first, min(first + block, channels)) for first in range(0, channels, block)],
+        )
+
+
+def _fused_forward(x, weight, kind, gate, path, geometry, groups, chunk, block, factors) -> Tensor:
+    (out_channels, in_per_group, kh, kw), batch = weight.shape, x.shape[0]
+    flat_weight = weight.reshape(out_channels, in_per_group, kh * kw)
+    stride, padding, dilation = geometry
+    outputs = []
+    for start, stop, spans in _spans(batch, out_channels, chunk, block):
+        if len(spans) == 1:
+            _, kernels = _kernels(kind, gate, factors, flat_weight, spans[0], in_place=True)
+            kernels = kernels.view(stop - start, out_channels, in_per_group, kh, kw)
+            outputs.append(per_sample_conv(path, x[start:stop], kernels, *geometry, groups))
+            continue
+        columns = F.unfold(x[start:stop], (kh, kw), dilation, padding, stride)  # (n, C1*kh*kw, L)
+        blocks = []
+        for span in spans:
+            _, kernels = _kernels(kind, gate, factors, flat_weight, span, in_place=True)
+            blocks.append(torch.matmul(kernels.flatten(2), columns))  # (n, c, L)
+        out_h, out_w = _output_hw(x, (kh, kw), geometry)
+        outputs.append(torch.cat(blocks, dim=1).view(stop - start, out_channels, out_h, out_w))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _fused_backward(
+    x, weight, factors, grad_out, kind, gate, path, geometry, groups, chunk, block, *, needs_x, needs_weight,
+    needs_factors,
+):  # fmt: skip
+    (out_channels, in_per_group, kh, kw), batch = weight.shape, x.shape[0]
+    flat_weight = weight.reshape(out_channels, in_per_group, kh * kw)
+    stride, padding, dilation = geometry
+    grad_x = torch.empty_like(x) if needs_x else None
+    grad_weight = torch.zeros_like(flat_weight) if needs_weight else None
+    factor_grads = [
+        torch.zeros_like(f) if need else None for f, need in zip(factors, needs_factors, strict=True)
+    ]
+    for start, stop, spans in _spans(batch, out_channels, chunk, block):
+        blocked = len(spans) > 1
+        if blocked:
+            columns = F.unfold(x[start:stop], (kh, kw), dilation, padding, stride)  # (n, C1*kh*kw, L)
+            grad_columns = torch.zeros_like(columns) if needs_x else None
+        for span in spans:
+            channels = slice(span.first, span.last)
+            attention, kernels = _kernels(kind, gate, factors, flat_weight, span, in_place=False)
+            n, c = stop - start, span.last - span.first
+            if blocked:
+                grad_block = grad_out[start:stop, channels].reshape(n, c, -1)  # (n, c, L)
+                grad_kernels = torch.matmul(grad_block, columns.transpose(1, 2))  # (n, c, C1*kh*kw)
+                if grad_columns is not None:
+                    grad_columns.baddbmm_(kernels.flatten(2).transpose(1, 2), grad_block)
+            else:
+                chunk_grad_x, grad_kernels = per_sample_conv_backward(
+                    path, x[start:stop], kernels.view(n, c, in_per_group, kh, kw), grad_out[start:stop],
+                    *geometry, groups,
+                )  # fmt: skip
+                if grad_x is not None:
+                    grad_x[start:stop] = chunk_grad_x
+            grad_kernels = grad_kernels.view(n, c, in_per_group, kh * kw)
+            block_grad_weight = None if grad_weight is None else grad_weight[channels]
+            grad_logits = _modulation_backward(
+                grad_kernels, attention, flat_weight[channels], gate, block_grad_weight
+            )
+            _logits_backward(kind, factors, factor_grads, span, grad_logits)
+        if blocked and grad_x is not None:
+            grad_x[start:stop] = F.fold(grad_columns, x.shape[2:], (kh, kw), dilation, padding, stride)
+    if grad_weight is not None:
+        grad_weight = grad_weight.view_as(weight)
+    return grad_x, grad_weight, factor_grads
+
+
+def _output_hw(x: Tensor, kernel: tuple[int, int], geometry) -> tuple[int, int]:
+    (sh, sw), (ph, pw), (dh, dw) = geometry
+    return (
+        output_size(x.shape[2] + 2 * ph, kernel[0], sh, dh),
+        output_size(x.shape[3] + 2 * pw, kernel[1], sw, dw),
+    )
 
 
 def _check_factors(kind: str, factors: Sequence[Tensor], x: Tensor, weight: Tensor) -> None:
@@ -204,6 +294,7 @@ def aw_conv2d_fused(
     gate: str = "tanh",
     impl: str = "auto",
     chunk_size: int | None = None,
+    block_channels: int | None = None,
 ) -> Tensor:
     """AW-convolution with the attention generated inside from its logit factors.
 
@@ -226,6 +317,9 @@ def aw_conv2d_fused(
         chunk_size: samples whose attention exists at once; None is the whole batch. Smaller
             chunks bound the memory but re-read the generator's head once per chunk, which for
             ``"full"`` holds about 3.6x as many values as the weight (d=32, 3x3), so they are slower.
+        block_channels: output channels per block on the ``"bmm"`` path with ``groups=1``, where each
+            block's kernels go straight into the matrix product; None (the default) is one block.
+            Other paths generate all channels at once.
 
     Returns:
         (N, C2, H_out, W_out).
@@ -244,21 +338,20 @@ def aw_conv2d_fused(
     check_conv_shapes(input, weight, bias, groups)
     _check_factors(generator, factors, input, weight)
     input, geometry, out_pixels = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
-    if chunk_size is None:
-        chunk_size = input.shape[0]
+    if block_channels is not None and (
+        isinstance(block_channels, bool) or not isinstance(block_channels, int) or block_channels < 1
+    ):
+        raise ValueError(f"block_channels must be a positive int or None, got {block_channels!r}")
+    chunk_size = min(chunk_size or input.shape[0], input.shape[0])
+    path = choose_impl(chunk_size, out_pixels) if impl == "auto" else impl
+    out_channels = weight.shape[0]
+    if path != "bmm" or groups != 1 or block_channels is None:
+        block_channels = out_channels
     with compute_dtype(input, weight, *factors) as (input, weight, *factors):
         out = _FusedAWConv2dFunction.apply(
-            input.contiguous(),
-            weight,
-            generator,
-            gate,
-            impl,
-            geometry,
-            groups,
-            chunk_size,
-            out_pixels,
-            *factors,
-        )
+            input.contiguous(), weight, generator, gate, path, geometry, groups, chunk_size,
+            min(block_channels, out_channels), *factors,
+        )  # fmt: skip
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, -1, 1, 1)
     return out
