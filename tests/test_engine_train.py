@@ -169,3 +169,17 @@ def test_best_safetensors_holds_plain_model_keys(tmp_path: Path) -> None:
     )
     for key, value in module.model.state_dict().items():
         assert torch.equal(value, weights[key]), key
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"precision": "bf16", "channels_last": True},
+        pytest.param({"compile": True}, marks=pytest.mark.slow),
+    ],
+    ids=["bf16-channels-last", "compile"],
+)
+def test_precision_layout_and_compile_options_train(tmp_path: Path, options: dict) -> None:
+    root = make_cifar(tmp_path / "data", train=8, val=4, num_classes=2)
+    summary = train_classifier(_recipe(f"cifar:{root}", tmp_path / "run", epochs=1, **options))
+    assert 0.0 <= summary["final_val_top1"] <= 1.0 and summary["epochs"] == 1
