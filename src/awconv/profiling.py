@@ -10,6 +10,7 @@ element-wise and, as in every FLOP counter, not counted.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -84,6 +85,13 @@ def plain_baseline(name: str) -> str | None:
 
 def _count(name: str, img_size: int | None, batch_size: int, model_kwargs: dict[str, Any]):
     """(params, macs, input_size) of one forward pass in eval mode, on fake tensors."""
+    return _count_cached(name, img_size, batch_size, tuple(sorted(model_kwargs.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _count_cached(name: str, img_size: int | None, batch_size: int, kwargs_items: tuple):
+    """``_count`` memoised (a table compares many variants with the same baseline)."""
+    model_kwargs = dict(kwargs_items)
     with FakeTensorMode():
         model = timm.create_model(name, pretrained=False, **model_kwargs).eval()
         channels, height, width = model.pretrained_cfg["input_size"]
