@@ -35,6 +35,8 @@ def test_train_then_eval(tmp_path: Path, capsys) -> None:
     eval_args = ["eval", "test_resnet", "--weights", str(out / "best.safetensors"), "--data", data]
     assert main([*eval_args, "--image-size", "8", "--workers", "0", "--accelerator", "cpu"]) == 0
     assert "top-1" in capsys.readouterr().out
+    eval_args[3] = str(out / "checkpoints" / "best.ckpt")
+    assert main([*eval_args, "--image-size", "8", "--workers", "0", "--accelerator", "cpu"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import torch
 
 import awconv
 from awconv.data.classification import ClassificationData
-from awconv.engine.checkpoint import export_safetensors, load_state_dict
+from awconv.engine.checkpoint import export_safetensors, load_state_dict, load_weights
 from awconv.engine.classifier import ClassifierModule
 from awconv.engine.datamodule import ClassificationDataModule
 from awconv.engine.history import read_history
@@ -185,7 +185,10 @@ def evaluate_classifier(
     accelerator: str = "auto",
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """Validation loss, top-1 and top-5 of ``model`` with ``weights`` on ``data``'s validation set."""
+    """Validation loss, top-1 and top-5 of ``model`` with ``weights`` on ``data``'s validation set.
+
+    ``weights``: ``.safetensors`` or a checkpoint of ``train_classifier`` (``best.ckpt``), loaded strictly.
+    """
     if not Path(weights).is_file():
         raise FileNotFoundError(f"weights file '{weights}' does not exist")
     datamodule = ClassificationDataModule(
@@ -197,11 +200,11 @@ def evaluate_classifier(
             data,
             "",
             model_kwargs=dict(model_kwargs or {}),
-            pretrained=weights,
             channels_last=channels_last,
         ),
         datamodule.data,
     )
+    load_weights(module.model, weights)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
