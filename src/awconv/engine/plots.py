@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_training_curves"]
 
@@ -31,6 +32,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path, 
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=9)

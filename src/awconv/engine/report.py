@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import t as student_t
 
 from awconv.engine.checkpoint import atomic_write
@@ -169,6 +170,7 @@ def _plot_curves(results: Sequence[ModelResult], path: Path, recipe: str) -> Non
         title=f"Validation accuracy per epoch\n{recipe}",
     )
     ax.title.set_fontsize(9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
