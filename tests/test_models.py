@@ -49,7 +49,10 @@ EXPORT += SLOW
 
 
 def _perturb(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-zero attention and non-zero last-BN scales, so every parameter influences the output.
+    """Non-zero attention and small non-zero BN scales, so every parameter influences the output.
+
+    The BN scales stay small (0.1-0.3) so that deep perturbed networks do not blow up: with scales
+    near 1 a 56-layer AW network's logits reach 1e6 and float rounding decides them.
 
     At init Pointconv2 is zero (so Pointconv1 gets exactly zero gradient) and timm zeroes each
     block's last BN scale (so nothing inside the residual branch gets a gradient); a gradient check
@@ -61,7 +64,7 @@ def _perturb(model: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(module, AttentionGenerator):
                 module.pointconv2.weight.normal_(0.0, 0.05, generator=generator)
             elif isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.weight.uniform_(0.1, 0.3, generator=generator)
     return model
 
 
@@ -121,7 +124,7 @@ def test_torchscript_matches_eager(name: str, size: int, kwargs: dict) -> None:
     with torch.no_grad():
         expected = model(x)
         # The scripted AWConv2d convolves grouped, eager may take another path: float32 rounding
-        # grows with depth (in float64 the two agree to 1e-11), so the tolerance scales with the logits.
+        # grows with depth, so the tolerance scales with the logits.
         torch.testing.assert_close(scripted(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
