@@ -127,6 +127,8 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
         enabled = torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no device argument
         enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    except RuntimeError:  # a device type without autocast, such as "meta"
+        return None
     if not enabled:
         return None
     if hasattr(torch, "get_autocast_dtype"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 __all__ = ["GATES", "GENERATORS", "POOLS", "AttentionGenerator"]
 
@@ -84,8 +85,15 @@ class AttentionGenerator(nn.Module):
         # "full": Pointconv2 emits every value. "lowrank": Pointconv2 is the output head U and
         # pointconv2_in the input head V.
         self.pointconv2_in: nn.Conv2d | None = None
-        if generator == "full":
-            self.pointconv2 = nn.Conv2d(self.hidden, out_channels * self.in_per_group, 1, **factory)
+        if generator == "full":  # the largest module: skip nn.Conv2d's random init, it is zeroed below
+            self.pointconv2 = skip_init(
+                nn.Conv2d,
+                self.hidden,
+                out_channels * self.in_per_group,
+                1,
+                device=torch.get_default_device() if device is None else device,
+                dtype=dtype,
+            )
         else:
             self.pointconv2 = nn.Conv2d(self.hidden, out_channels * rank, 1, **factory)
             self.pointconv2_in = nn.Conv2d(self.hidden, rank * self.in_per_group, 1, **factory)
