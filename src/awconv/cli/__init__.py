@@ -19,7 +19,12 @@ COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "profile", "detect", "m
 
 
 class CliError(Exception):
-    """A user error: printed as one line, exit status 2, no traceback."""
+    """A user error: printed as one line, exit status 2, no traceback.
+
+    ``main`` prints these the same way: ``ValueError``, ``TypeError``, ``KeyError``, ``OSError`` (a
+    missing file, an unwritable or full run directory), ``FloatingPointError`` (a non-finite
+    training loss) and ``RuntimeError``; ``--debug`` shows the traceback instead.
+    """
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, TypeError, FileNotFoundError, KeyError) as error:
+    except (CliError, ValueError, TypeError, KeyError, OSError, FloatingPointError, RuntimeError) as error:
         if args.debug:
             raise
-        print(f"awconv {args.command}: error: {error}", file=sys.stderr)
+        print(f"awconv {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (its type name when it has none).
+
+    A ``RuntimeError`` from deep inside a library also names the ``--debug`` option.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    if isinstance(error, RuntimeError) and not isinstance(error, CliError):
+        text += " (run with --debug for the traceback)"
+    return text
 
 
 if __name__ == "__main__":

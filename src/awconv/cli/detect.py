@@ -82,6 +82,9 @@ def _add_train(actions: argparse._SubParsersAction) -> None:
         "--precision", choices=sorted(PRECISIONS), default="32", help="bf16/16: mixed precision"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deterministic", action="store_true", help="deterministic algorithms where torch has them"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_train)
 
@@ -164,6 +167,7 @@ def _train(args: argparse.Namespace) -> int:
         devices=args.devices,
         num_nodes=args.num_nodes,
         seed=args.seed,
+        deterministic=args.deterministic,
         resume=args.resume,
         progress_bar=not args.no_progress,
     )

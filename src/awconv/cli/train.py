@@ -82,6 +82,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-nodes", type=int, default=None)
     parser.add_argument("--sync-batchnorm", action="store_true", help="SyncBatchNorm under DDP")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms only (torch.use_deterministic_algorithms): same seed, same weights",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

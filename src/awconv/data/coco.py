@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["coco_detection", "collate_detection", "detection_transforms", "parse_coco_spec"]
+
+_logger = logging.getLogger(__name__)
 
 _TARGET_KEYS = {"boxes", "labels", "image_id", "iscrowd", "area"}
 # A training image needs a non-crowd box larger than this many pixels on both sides.
@@ -73,8 +77,8 @@ def detection_transforms(*, train: bool, min_size: int, max_size: int, flip_prob
     """The joint image/target pipeline.
 
     Args:
-        train: add the horizontal flip, the resize to ``min_size`` and the removal of crowd and
-            degenerate boxes; evaluation only converts the image.
+        train: add the horizontal flip, the resize to ``min_size``, the clipping of boxes to the
+            image and the removal of crowd and degenerate boxes; evaluation only converts the image.
         min_size: the shorter side after resizing (capped so the longer side is at most ``max_size``).
         max_size: the longer side's cap.
         flip_prob: probability of the horizontal flip.
@@ -89,7 +93,7 @@ def detection_transforms(*, train: bool, min_size: int, max_size: int, flip_prob
         steps += [_drop_crowd, T.RandomHorizontalFlip(flip_prob), resize]
     steps.append(T.ToDtype(torch.float32, scale=True))
     if train:
-        steps.append(T.SanitizeBoundingBoxes(labels_getter=_sanitized))
+        steps += [T.ClampBoundingBoxes(), T.SanitizeBoundingBoxes(labels_getter=_sanitized)]
     return T.Compose(steps)
 
 
@@ -111,16 +115,44 @@ def _load(images_dir: Path, annotations: Path) -> CocoDetection:
         ) from None
 
 
+def _check_entries(annotations: Path, key: str, entries: list[Any], fields: tuple[str, ...]) -> None:
+    """Every entry of the json's ``key`` list is an object with ``fields`` and a unique ``id``."""
+    for index, entry in enumerate(entries):
+        missing = [name for name in fields if not isinstance(entry, dict) or name not in entry]
+        if missing:
+            raise ValueError(f"{annotations}: {key}[{index}] lacks {missing}, expected fields {list(fields)}")
+    repeated = sorted(i for i, count in Counter(entry["id"] for entry in entries).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{annotations}: {key} ids {repeated[:5]} occur more than once, expected unique ids")
+
+
+def _outside(ann: dict[str, Any], image: dict[str, Any]) -> bool:
+    """Whether a box reaches beyond its image's ``width`` x ``height`` (when the json gives them)."""
+    x, y, w, h = ann["bbox"]
+    width, height = image.get("width"), image.get("height")
+    if not isinstance(width, (int, float)) or not isinstance(height, (int, float)):
+        return False
+    return x < 0 or y < 0 or x + w > width or y + h > height
+
+
 def _validate(dataset: CocoDetection, images_dir: Path, annotations: Path) -> None:
-    """Checks what training would otherwise trip over much later, naming the file and the entry."""
+    """Checks what training would otherwise trip over much later, naming the file and the entry.
+
+    Boxes that reach beyond their image are not an error (COCO itself has a few): they are counted
+    in a warning, clipped to the image in training and kept as given for evaluation.
+    """
     coco = dataset.coco
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.dataset.get(key), list):
             raise ValueError(
                 f"{annotations} must hold a list {key!r}, got {type(coco.dataset.get(key)).__name__}"
             )
+    _check_entries(annotations, "images", coco.dataset["images"], ("id", "file_name"))
+    _check_entries(annotations, "annotations", coco.dataset["annotations"], ("id", "image_id", "bbox"))
+    _check_entries(annotations, "categories", coco.dataset["categories"], ("id", "name"))
     if not coco.cats:
         raise ValueError(f"{annotations} lists no categories")
+    outside = []
     for ann in coco.dataset["annotations"]:
         where = f"{annotations}: annotation {ann.get('id')} of image {ann['image_id']}"
         bbox = ann.get("bbox")
@@ -135,6 +167,21 @@ def _validate(dataset: CocoDetection, images_dir: Path, annotations: Path) -> No
             )
         if ann["image_id"] not in coco.imgs:
             raise ValueError(f"{where} refers to an image id missing from 'images'")
+        if _outside(ann, coco.imgs[ann["image_id"]]):
+            outside.append(ann)
+    if outside:
+        first = outside[0]
+        _logger.warning(
+            "%s: %d box(es) reach beyond their image, e.g. annotation %s bbox %s in image %s (%s x %s); "
+            "training clips them to the image",
+            annotations,
+            len(outside),
+            first["id"],
+            first["bbox"],
+            coco.imgs[first["image_id"]]["file_name"],
+            coco.imgs[first["image_id"]].get("width"),
+            coco.imgs[first["image_id"]].get("height"),
+        )
     missing = [
         img["file_name"] for img in coco.imgs.values() if not (images_dir / img["file_name"]).is_file()
     ]
@@ -176,7 +223,8 @@ def coco_detection(
 
     Raises:
         FileNotFoundError: the json, the folder or an image listed in the json is missing.
-        ValueError: malformed json, a box without positive width and height, an unknown category.
+        ValueError: malformed json, an entry without its required fields, a repeated id, a box
+            without positive width and height, an unknown category.
     """
     images_dir, annotations = Path(images_dir), Path(annotations)
     for name, value in (("min_size", min_size), ("max_size", max_size)):

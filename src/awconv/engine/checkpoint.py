@@ -21,7 +21,9 @@ from typing import IO, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from safetensors.torch import load_file, save
+from safetensors.torch import save
+
+from awconv.models.pretrained import load_weights_file
 
 __all__ = ["AtomicCheckpointIO", "atomic_write", "export_safetensors", "load_state_dict", "load_weights"]
 
@@ -70,7 +72,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-        return torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = load_weights_file(path, map_location=map_location)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ValueError(f"checkpoint '{path}' is not a Lightning checkpoint (no 'state_dict')")
+        return checkpoint
 
 
 def load_state_dict(path: str | os.PathLike, *, prefix: str = "model.") -> dict[str, torch.Tensor]:
@@ -84,9 +89,7 @@ def load_state_dict(path: str | os.PathLike, *, prefix: str = "model.") -> dict[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist")
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -95,8 +98,24 @@ def load_state_dict(path: str | os.PathLike, *, prefix: str = "model.") -> dict[
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Loads weights from ``path`` (see ``load_state_dict``) into ``model`` strictly; returns it."""
-    model.load_state_dict(load_state_dict(path))
+    """Loads weights from ``path`` (see ``load_state_dict``) into ``model`` strictly; returns it.
+
+    Raises:
+        ValueError: the file's tensor names or shapes differ from the model's (the message names
+            the file and the first few differences).
+    """
+    state = load_state_dict(path)
+    target = model.state_dict()
+    missing = [key for key in target if key not in state]
+    unexpected = [key for key in state if key not in target]
+    reshaped = [key for key in state if key in target and state[key].shape != target[key].shape]
+    if missing or unexpected or reshaped:
+        raise ValueError(
+            f"weights file '{path}' does not fit {type(model).__name__}: missing {missing[:3]} "
+            f"({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)}), other shape {reshaped[:3]} "
+            f"({len(reshaped)}); expected weights of the same model and options"
+        )
+    model.load_state_dict(state)
     return model
 
 

@@ -27,7 +27,14 @@ from awconv.engine.classifier import ClassifierModule
 from awconv.engine.datamodule import ClassificationDataModule
 from awconv.engine.history import read_history
 from awconv.engine.plots import plot_training_curves
-from awconv.engine.trainer import PRECISIONS, build_trainer, last_checkpoint, write_json
+from awconv.engine.trainer import (
+    PRECISIONS,
+    build_trainer,
+    check_run_dir,
+    checkpoint_bytes,
+    last_checkpoint,
+    write_json,
+)
 
 __all__ = ["TrainConfig", "evaluate_classifier", "train_classifier"]
 
@@ -38,7 +45,9 @@ _logger = logging.getLogger(__name__)
 class TrainConfig:
     """Everything that defines a classification run; saved as ``config.json`` in the run directory.
 
-    ``resume``: ``None`` starts afresh, ``"last"`` continues from ``run_dir``'s last checkpoint,
+    ``deterministic``: ``torch.use_deterministic_algorithms(True)`` through Lightning, so runs with
+    the same seed on the same hardware give equal weights. ``resume``: ``None`` starts afresh,
+    ``"last"`` continues from ``run_dir``'s last checkpoint,
     any other value is a checkpoint path.
     """
 
@@ -69,6 +78,7 @@ class TrainConfig:
     num_nodes: int = 1
     sync_batchnorm: bool = False
     seed: int = 0
+    deterministic: bool = False
     resume: str | None = None
     progress_bar: bool = True
 
@@ -104,6 +114,7 @@ def train_classifier(
     )
     info = datamodule.data
     module = _module(config, info)
+    check_run_dir(run_dir, 2 * checkpoint_bytes(module.model))
     trainer = build_trainer(
         run_dir,
         max_epochs=config.epochs,
@@ -116,6 +127,7 @@ def train_classifier(
         gradient_clip_val=config.clip_grad,
         progress_bar=config.progress_bar,
         callbacks=callbacks,
+        deterministic=config.deterministic,
     )
     if trainer.is_global_zero:
         resolved = {

@@ -30,7 +30,7 @@ __all__ = ["compare_classifiers", "parse_model_spec"]
 _logger = logging.getLogger(__name__)
 
 # Fields that may differ between the first launch of a run and a continuation.
-_LAUNCH_FIELDS = ("resume", "progress_bar", "workers", "run_dir")
+_LAUNCH_FIELDS = ("resume", "progress_bar", "workers", "run_dir", "deterministic")
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:

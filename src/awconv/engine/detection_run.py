@@ -13,18 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 
 from awconv.engine.checkpoint import export_safetensors
 from awconv.engine.detection import METRIC_NAMES, DetectionDataModule, DetectorModule
-from awconv.engine.trainer import build_trainer, last_checkpoint, write_json
+from awconv.engine.trainer import build_trainer, check_run_dir, checkpoint_bytes, last_checkpoint, write_json
+from awconv.models.pretrained import load_weights_file
 
 __all__ = ["DetectionConfig", "evaluate_detector", "load_detector", "train_detector"]
 
 
 @dataclasses.dataclass
 class DetectionConfig:
-    """One detection run; the defaults are the COCO 1x recipe at 2 images per process."""
+    """One detection run; the defaults are the COCO 1x recipe at 2 images per process.
+
+    ``deterministic``: deterministic algorithms where torch has them (a warning for the others, such
+    as RoI Align's CUDA backward).
+    """
 
     model: str
     train: tuple[str, str]
@@ -51,6 +55,7 @@ class DetectionConfig:
     devices: int = 1
     num_nodes: int = 1
     seed: int = 0
+    deterministic: bool = False
     resume: str | None = None
     progress_bar: bool = True
 
@@ -109,6 +114,7 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         gamma=config.gamma,
     )
     run_dir = Path(config.run_dir)
+    check_run_dir(run_dir, 2 * checkpoint_bytes(module.model))
     trainer = build_trainer(
         run_dir,
         max_epochs=config.epochs,
@@ -119,6 +125,8 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         precision=config.precision,
         progress_bar=config.progress_bar,
         callbacks=callbacks,
+        # torchvision's RoI Align has no deterministic CUDA backward: warn there instead of failing.
+        deterministic="warn" if config.deterministic else False,
     )
     if trainer.is_global_zero:
         write_json(
@@ -139,7 +147,7 @@ def load_detector(weights: str | Path) -> DetectorModule:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_file(path)
     if (
         not isinstance(checkpoint, dict)
         or "hyper_parameters" not in checkpoint

@@ -19,20 +19,36 @@ Lightning starts the processes itself, or joins those started by ``torchrun`` or
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from awconv.engine.checkpoint import AtomicCheckpointIO, atomic_write
+from awconv.engine.finite_loss import StopOnNonFiniteLoss
 from awconv.engine.history import EpochHistory
 
-__all__ = ["PRECISIONS", "build_trainer", "last_checkpoint", "write_json"]
+__all__ = [
+    "PRECISIONS",
+    "build_trainer",
+    "check_run_dir",
+    "checkpoint_bytes",
+    "last_checkpoint",
+    "write_json",
+]
+
+# Room for logs, history and plots beside the checkpoints.
+_SPARE_BYTES = 16 * 2**20
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
@@ -51,6 +67,7 @@ def build_trainer(
     gradient_clip_val: float | None = None,
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
+    deterministic: bool | str = False,
     **trainer_kwargs: Any,
 ) -> pl.Trainer:
     """A ``Trainer`` writing checkpoints, logs and history under ``run_dir``.
@@ -68,6 +85,8 @@ def build_trainer(
         gradient_clip_val: clip the gradient norm to this value; ``None`` does not clip.
         progress_bar: show a progress bar.
         callbacks: more callbacks.
+        deterministic: ``True``: ``torch.use_deterministic_algorithms(True)`` (an operation without
+            a deterministic implementation raises); ``"warn"``: warn instead; ``False``: leave as is.
         **trainer_kwargs: passed to ``pl.Trainer`` (``limit_train_batches``...).
     """
     if precision not in PRECISIONS:
@@ -96,6 +115,7 @@ def build_trainer(
             dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
         ),
         LearningRateMonitor(logging_interval="epoch"),
+        StopOnNonFiniteLoss(checkpoints / "last.ckpt"),
         *callbacks,
     ]
     if progress_bar:
@@ -118,11 +138,48 @@ def build_trainer(
         ],
         enable_progress_bar=progress_bar,
         num_sanity_val_steps=0,
+        deterministic=deterministic or None,
         **trainer_kwargs,
     )
     if sync_batchnorm and distributed and trainer.strategy.root_device.type == "cpu":
         raise ValueError("sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on CPU")
     return trainer
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """A generous size of one training checkpoint: weights and buffers, three times (optimizer state)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return 3 * sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_run_dir(run_dir: str | Path, needed_bytes: int) -> None:
+    """Fails before training when ``run_dir`` cannot hold the run.
+
+    Creates ``run_dir``, writes and removes a probe file, and checks that the file system has
+    room for ``needed_bytes`` plus a spare for logs.
+
+    Raises:
+        OSError: the folder cannot be created or written (``errno`` of the cause), or the disk has
+            less free space than needed (``ENOSPC``); the one-line message names the folder.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=run_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"run directory '{run_dir}' is not writable ({error.strerror}); choose another --out"
+        ) from None
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes + _SPARE_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"run directory '{run_dir}' has {free / 2**20:.1f} MiB free, the run needs about "
+            f"{(needed_bytes + _SPARE_BYTES) / 2**20:.1f} MiB (checkpoints, logs); free space or choose "
+            "another --out",
+        )
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.layers.cbam import CbamModule
 from timm.layers.squeeze_excite import SEModule
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from awconv.layers import AttentionGenerator
 
-__all__ = ["ATTENTION_MODULES", "LoadResult", "load_pretrained", "read_state_dict"]
+__all__ = ["ATTENTION_MODULES", "LoadResult", "load_pretrained", "load_weights_file", "read_state_dict"]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,12 +70,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         Tensor name -> tensor, on the CPU.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path must be a checkpoint file, got {str(path)!r} (not found)")
-    if path.suffix == ".safetensors":
-        state: object = load_file(path, device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path)
     while isinstance(state, Mapping) and not _is_tensor_dict(state):
         key = next((k for k in _WRAPPER_KEYS if k in state), None)
         if key is None:
@@ -84,6 +82,39 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"{' or '.join(repr(k) for k in _WRAPPER_KEYS)}), got {type(state).__name__}"
         )
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_weights_file(path: str | os.PathLike, map_location: Any = "cpu") -> object:
+    """Reads a ``.safetensors`` file (onto the CPU), or a ``torch.save`` file with ``weights_only=True``.
+
+    A pickle that refers to anything but tensors and plain containers is refused before any of its
+    code runs. Every failure raises an exception whose one-line message names the file.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is empty, truncated, not a checkpoint, or holds code to run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path must be a checkpoint file, got {str(path)!r} (not found)")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path, device="cpu")
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
+        detail = lines[0] if lines else "not a weights file"
+        raise ValueError(
+            f"checkpoint {str(path)!r} was refused: it holds objects other than tensors and plain "
+            f"containers, which could run code when unpickled ({detail}); "
+            "expected a .safetensors file or a state dict saved with torch.save"
+        ) from None
+    except (SafetensorError, EOFError, RuntimeError, OSError) as error:
+        detail = (str(error).splitlines() or [""])[0] or type(error).__name__
+        raise ValueError(
+            f"checkpoint {str(path)!r} cannot be read ({detail}); expected a .safetensors file or a "
+            "torch.save file of tensors"
+        ) from None
 
 
 def _is_tensor_dict(state: Mapping) -> bool:
