@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import skip_init
 
 __all__ = ["GATES", "GENERATORS", "POOLS", "AttentionGenerator"]
 
@@ -29,6 +28,14 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _check_positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _zero_pointwise_conv(in_channels: int, out_channels: int, **factory) -> nn.Conv2d:
+    """A 1x1 ``nn.Conv2d`` whose weight and bias are allocated as zeros, skipping its random init."""
+    conv = nn.Conv2d(in_channels, out_channels, 1, device="meta")
+    conv.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 1, 1, **factory))
+    conv.bias = nn.Parameter(torch.zeros(out_channels, **factory))
+    return conv
 
 
 class AttentionGenerator(nn.Module):
@@ -85,15 +92,8 @@ class AttentionGenerator(nn.Module):
         # "full": Pointconv2 emits every value. "lowrank": Pointconv2 is the output head U and
         # pointconv2_in the input head V.
         self.pointconv2_in: nn.Conv2d | None = None
-        if generator == "full":  # the largest module: skip nn.Conv2d's random init, it is zeroed below
-            self.pointconv2 = skip_init(
-                nn.Conv2d,
-                self.hidden,
-                out_channels * self.in_per_group,
-                1,
-                device=torch.get_default_device() if device is None else device,
-                dtype=dtype,
-            )
+        if generator == "full":  # the largest module: allocated as zeros, with no random init
+            self.pointconv2 = _zero_pointwise_conv(self.hidden, out_channels * self.in_per_group, **factory)
         else:
             self.pointconv2 = nn.Conv2d(self.hidden, out_channels * rank, 1, **factory)
             self.pointconv2_in = nn.Conv2d(self.hidden, rank * self.in_per_group, 1, **factory)

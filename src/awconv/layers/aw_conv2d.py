@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
-from torch.nn.utils import skip_init
 
 from awconv.functional import IMPLS, _pair, resolve_padding
 from awconv.fused import aw_conv2d_fused
@@ -155,9 +154,7 @@ class AWConv2d(nn.Module):
                 f"conv must be a plain torch.nn.Conv2d, got {type(conv).__name__}; subclasses may "
                 "compute something other than F.conv2d with their weights"
             )
-        # skip_init: no random init of a weight that is overwritten below
-        layer = skip_init(
-            cls,
+        layer = cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -171,7 +168,6 @@ class AWConv2d(nn.Module):
             dtype=conv.weight.dtype,
             **kwargs,
         )
-        layer.generator.reset_parameters()
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
             if conv.bias is not None:
