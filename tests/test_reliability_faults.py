@@ -68,12 +68,14 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path: Path, data: str) 
         time.sleep(0.02)
     time.sleep(0.3)  # into the next epoch
     process.send_signal(signal.SIGKILL)
+    lost = time.time() - last.stat().st_mtime if last.is_file() else float("nan")
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
     done = len(json.loads((killed / "history.json").read_text()))
     saved = _epoch(last)
     assert saved < epochs - 1, "the run finished before the kill: the test did not test a kill"
     assert done - (saved + 1) <= 1, f"{done} epochs logged, checkpoint after epoch {saved + 1}"
+    print(f"\nkilled {lost:.2f} s after the checkpoint of epoch {saved + 1}/{epochs}; {done} epochs logged")
     assert main([*_train(data, killed, epochs), "--resume"]) == 0
     straight = tmp_path / "straight"
     assert main(_train(data, straight, epochs)) == 0

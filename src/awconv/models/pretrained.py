@@ -102,12 +102,16 @@ def load_weights_file(path: str | os.PathLike, map_location: Any = "cpu") -> obj
             return load_file(path, device="cpu")
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
-        detail = lines[0] if lines else "not a weights file"
+        lines = [line for line in str(error).splitlines() if "GLOBAL" in line]
+        if not lines:  # not a pickle at all
+            raise ValueError(
+                f"checkpoint {str(path)!r} cannot be read (not a torch.save file of tensors); expected "
+                "a .safetensors file or a torch.save file of tensors"
+            ) from None
         raise ValueError(
             f"checkpoint {str(path)!r} was refused: it holds objects other than tensors and plain "
-            f"containers, which could run code when unpickled ({detail}); "
-            "expected a .safetensors file or a state dict saved with torch.save"
+            f"containers, which could run code when unpickled ({lines[0].strip()}); expected a "
+            ".safetensors file or a state dict saved with torch.save"
         ) from None
     except (SafetensorError, EOFError, RuntimeError, OSError) as error:
         detail = (str(error).splitlines() or [""])[0] or type(error).__name__
