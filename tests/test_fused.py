@@ -222,3 +222,18 @@ def test_fused_bad_arguments(kwargs, error, match):
     }
     with pytest.raises(error, match=match):
         aw_conv2d_fused(**arguments)
+
+
+@pytest.mark.parametrize("gate", ["tanh", "sigmoid"])
+def test_saturated_gate_keeps_relative_precision(gate):
+    """Logits near -6 make 1 + tanh(z) ~ 1e-5: computed as 2 sigmoid(2z), it does not cancel."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 4, 5, 5), torch.randn(4, 4, 3, 3)
+    factors = [torch.rand(2, 3, 9), torch.randn(16, 3) * 0.01, torch.full((16,), -6.0)]
+    out = aw_conv2d_fused(x, weight, factors, padding=1, gate=gate)
+    logits = (
+        torch.einsum("kd,ndp->nkp", factors[1].double(), factors[0].double()) + factors[2].double()[:, None]
+    )
+    attention = GATE_FUNCTIONS[gate](logits).reshape(2, 4, 4, 3, 3)
+    expected = aw_conv2d_reference(x, weight, attention, None, 1, 1, 1, 1)
+    assert relative_error(out, expected) < 1e-5

@@ -101,47 +101,53 @@ def _logits_backward(
         grads[1][samples] += torch.einsum("nabp,narp->nrbp", grad_logits, factor_out[samples, channels])
 
 
-def _gate_(logits: Tensor, gate: str) -> Tensor:
-    """Applies the gate in place and returns the attention."""
+def _factor_(logits: Tensor, gate: str) -> Tensor:
+    """The modulation factor ``1 + gate(logits)``, computed in place.
+
+    For ``tanh`` it is computed as ``2 * sigmoid(2 z)``, which equals ``1 + tanh(z)`` but keeps its
+    relative precision where ``tanh(z)`` nears -1 and ``1 + tanh(z)`` would cancel.
+    """
     if gate == "tanh":
-        return logits.tanh_()
+        return logits.mul_(2).sigmoid_().mul_(2)
     if gate == "sigmoid":
-        return logits.sigmoid_()
-    return logits
+        return logits.sigmoid_().add_(1)
+    return logits.add_(1)
 
 
-def _gate_backward_(grad_attention: Tensor, attention: Tensor, gate: str) -> Tensor:
-    """Turns the attention's gradient into the logits' gradient, in place."""
+def _factor_backward_(grad_factor: Tensor, factor: Tensor, gate: str) -> Tensor:
+    """Turns the factor's gradient into the logits' gradient, in place.
+
+    With m = 1 + gate(z): tanh gives dm/dz = m (2 - m), sigmoid (m - 1)(2 - m), none 1.
+    """
     if gate == "tanh":
-        return grad_attention.mul_(1 - attention.square())
+        return grad_factor.mul_(factor * (2 - factor))
     if gate == "sigmoid":
-        return grad_attention.mul_(attention * (1 - attention))
-    return grad_attention
+        return grad_factor.mul_((factor - 1) * (2 - factor))
+    return grad_factor
 
 
 def _kernels(kind, gate, factors, flat_weight: Tensor, span: _Span, in_place: bool) -> tuple[Tensor, Tensor]:
-    """Attention (n, c, C1/g, P) and modulated kernels (n, c, C1/g, kh*kw) of one span.
+    """Modulation factor (n, c, C1/g, P) and modulated kernels (n, c, C1/g, kh*kw) of one span.
 
-    With ``in_place`` and P = kh*kw the kernels overwrite the attention (forward needs no more).
+    With ``in_place`` and P = kh*kw the kernels overwrite the factor (forward needs no more).
     """
-    attention = _gate_(_logits(kind, factors, span, flat_weight.shape[1]), gate)
+    factor = _factor_(_logits(kind, factors, span, flat_weight.shape[1]), gate)
     weight = flat_weight[span.first : span.last]
-    if in_place and attention.shape[-1] == weight.shape[-1]:
-        return attention, torch.addcmul(weight, weight, attention, out=attention)
-    return attention, torch.addcmul(weight, weight, attention)
+    if in_place and factor.shape[-1] == weight.shape[-1]:
+        return factor, torch.mul(weight, factor, out=factor)
+    return factor, weight * factor
 
 
 def _modulation_backward(
-    grad_kernels: Tensor, attention: Tensor, flat_weight: Tensor, gate: str, grad_weight: Tensor | None
+    grad_kernels: Tensor, factor: Tensor, flat_weight: Tensor, gate: str, grad_weight: Tensor | None
 ) -> Tensor:
     """From the kernels' gradient (n, c, C1/g, T) to the logits' (n, c, C1/g, P); adds to grad_weight."""
     if grad_weight is not None:
-        grad_weight += grad_kernels.sum(dim=0)
-        grad_weight += (grad_kernels * attention).sum(dim=0)
-    grad_attention = grad_kernels.mul_(flat_weight)
-    if attention.shape[-1] == 1:
-        grad_attention = grad_attention.sum(dim=-1, keepdim=True)
-    return _gate_backward_(grad_attention, attention, gate)
+        grad_weight += (grad_kernels * factor).sum(dim=0)
+    grad_factor = grad_kernels.mul_(flat_weight)
+    if factor.shape[-1] == 1:
+        grad_factor = grad_factor.sum(dim=-1, keepdim=True)
+    return _factor_backward_(grad_factor, factor, gate)
 
 
 class _FusedAWConv2dFunction(torch.autograd.Function):
@@ -223,7 +229,7 @@ def _fused_backward(
             grad_columns = torch.zeros_like(columns) if needs_x else None
         for span in spans:
             channels = slice(span.first, span.last)
-            attention, kernels = _kernels(kind, gate, factors, flat_weight, span, in_place=False)
+            factor, kernels = _kernels(kind, gate, factors, flat_weight, span, in_place=False)
             n, c = stop - start, span.last - span.first
             if blocked:
                 grad_block = grad_out[start:stop, channels].reshape(n, c, -1)  # (n, c, L)
@@ -240,7 +246,7 @@ def _fused_backward(
             grad_kernels = grad_kernels.view(n, c, in_per_group, kh * kw)
             block_grad_weight = None if grad_weight is None else grad_weight[channels]
             grad_logits = _modulation_backward(
-                grad_kernels, attention, flat_weight[channels], gate, block_grad_weight
+                grad_kernels, factor, flat_weight[channels], gate, block_grad_weight
             )
             _logits_backward(kind, factors, factor_grads, span, grad_logits)
         if blocked and grad_x is not None:
