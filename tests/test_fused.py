@@ -47,7 +47,6 @@ def fused_problems(draw):
         "hidden": draw(st.integers(1, 4)),
         "rank": draw(st.integers(1, 3)),
         "chunk_size": draw(st.sampled_from([None, 1, 2, 3])),
-        "block_channels": draw(st.sampled_from([None, 1, 2])),
         "impl": draw(st.sampled_from(["auto", "grouped", "bmm", "loop"])),
         "bias": draw(st.booleans()),
     }
@@ -77,7 +76,7 @@ def run_both(problem, dtype):
     geometry = (problem["stride"], problem["padding"], 1, problem["groups"])
     out = aw_conv2d_fused(
         x, weight, factors, bias, *geometry, generator=problem["generator"], gate=problem["gate"],
-        impl=problem["impl"], chunk_size=problem["chunk_size"], block_channels=problem["block_channels"],
+        impl=problem["impl"], chunk_size=problem["chunk_size"],
     )  # fmt: skip
     logits, shape = reference_attention(
         problem["generator"], [f.double() for f in factors], weight.shape[0], problem["kernel"]
@@ -108,7 +107,7 @@ def test_fused_gradients_match_float64_reference(problem):
     geometry = (problem["stride"], problem["padding"], 1, problem["groups"])
     out = aw_conv2d_fused(
         x, weight, factors, bias, *geometry, generator=problem["generator"], gate=problem["gate"],
-        impl=problem["impl"], chunk_size=problem["chunk_size"], block_channels=problem["block_channels"],
+        impl=problem["impl"], chunk_size=problem["chunk_size"],
     )  # fmt: skip
     logits, shape = reference_attention(problem["generator"], factors, weight.shape[0], problem["kernel"])
     attention = (
@@ -129,7 +128,7 @@ def test_fused_gradcheck(generator):
     problem = {
         "batch": 3, "groups": 2, "in_channels": 4, "out_channels": 4, "kernel": (3, 2), "taps": 6,
         "stride": 1, "padding": 1, "size": (4, 5), "generator": generator, "gate": "tanh", "hidden": 3,
-        "rank": 2, "chunk_size": 2, "block_channels": None, "impl": "auto", "bias": True,
+        "rank": 2, "chunk_size": 2, "impl": "auto", "bias": True,
     }  # fmt: skip
     x, weight, bias, factors = make_tensors(problem, torch.float64)
     inputs = (x, weight, bias, *factors)
@@ -140,30 +139,11 @@ def test_fused_gradcheck(generator):
         return aw_conv2d_fused(x, weight, factors, bias, 1, 1, 1, 2, generator=generator, chunk_size=2)
 
     assert torch.autograd.gradcheck(grouped, inputs)
-    weight = weight.detach()[:, :2].repeat(1, 2, 1, 1).requires_grad_(True)  # groups=1 for the blocked path
 
-    def blocked(x, weight, bias, *factors):
-        return aw_conv2d_fused(
-            x,
-            weight,
-            factors,
-            bias,
-            1,
-            1,
-            1,
-            1,
-            generator=generator,
-            impl="bmm",
-            chunk_size=2,
-            block_channels=3,
-        )
+    def bmm(x, weight, bias, *factors):
+        return aw_conv2d_fused(x, weight, factors, bias, 1, 1, 1, 2, generator=generator, impl="bmm")
 
-    if generator == "full":  # the head has C2 * C1 rows with groups=1
-        factors = [factors[0], torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)]
-    else:
-        factors = [factors[0], factors[1].detach().repeat(1, 1, 2, 1)]
-    inputs = (x, weight, bias, *[f.requires_grad_(True) for f in factors])
-    assert torch.autograd.gradcheck(blocked, inputs)
+    assert torch.autograd.gradcheck(bmm, inputs)
 
 
 def test_fused_keeps_no_attention_sized_tensor_for_backward():
@@ -194,7 +174,6 @@ def test_fused_autocast_bfloat16():
         ({"generator": "dense"}, ValueError, "generator must be one of"),
         ({"gate": "relu"}, ValueError, "gate must be one of"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
-        ({"block_channels": -1}, ValueError, "block_channels must be a positive int"),
         (
             {"factors": [torch.randn(2, 4, 5)]},
             ValueError,
