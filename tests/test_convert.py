@@ -78,7 +78,7 @@ def test_convert_a_bare_conv():
 
 
 def test_convert_bad_arguments():
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         convert("resnet18")
     with pytest.raises(TypeError, match="include must be a callable"):
         convert(nn.Conv2d(3, 3, 3), include="layer*")

@@ -117,7 +117,7 @@ def test_from_conv_refuses_conv_subclasses():
     class StandardizedConv(nn.Conv2d):
         pass
 
-    with pytest.raises(TypeError, match="conv must be a plain torch.nn.Conv2d"):
+    with pytest.raises(TypeError, match=r"conv must be a plain torch\.nn\.Conv2d"):
         AWConv2d.from_conv(StandardizedConv(3, 3, 3))
 
 
