@@ -35,7 +35,7 @@ from bench_timing import machine_info
 COMMAND = "python benchmarks/run.py"
 STRIDED_METHODS = ("plain", "aw full", "aw lowrank1", "condconv")
 LAYER_TARGET, FULL_INFER_TARGET, FULL_TRAIN_TARGET, MEMORY_TARGET, LOWRANK_TARGET = 1.3, 0.5, 0.4, 1.5, 0.8
-COMPETING = "awconv (compare|detect)|pytest"
+COMPETING = "awconv (compare|detect)|pytest|pip install"
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ FULL = Plan(
     op_budget_s=1.5,
     models=MODELS,
     model_batches=(1, 8, 32),
-    model_repeats={1: (5, 3), 8: (3, 2), 32: (2, 1)},
+    model_repeats={1: (5, 3), 8: (5, 3), 32: (3, 2)},
     profile_shapes=(Shape(64, 56), Shape(512, 7)),
     profile_models=True,
 )
@@ -89,8 +89,11 @@ def _competing_processes() -> list[str]:
     return [line for line in found if not line.startswith(f"{os.getpid()} ") and "pgrep" not in line]
 
 
-def _log(message: str, start: float) -> None:
+def _log(message: str, start: float, seen: dict[str, str]) -> None:
+    """Prints progress and records in ``seen`` (command line -> first case) the competing processes."""
     print(f"[{time.perf_counter() - start:7.0f} s] {message}", flush=True)
+    for line in _competing_processes():
+        seen.setdefault(line.split(" ", 1)[-1][:120], message)
 
 
 def _ops_table(ops: Sequence[tuple[str, float, float]]) -> str:
@@ -194,7 +197,7 @@ def _document(
     quick: bool,
     before: dict[str, str],
     after: dict[str, str],
-    competing: list[str],
+    seen: dict[str, str],
     elapsed_s: float,
     ops: Sequence[OperatorResult],
     models: Sequence[ModelResult],
@@ -206,11 +209,12 @@ def _document(
         for key in ("cpu", "cores", "torch threads", "python", "torch", "timm", "awconv")
     )
     disturbed = (
-        "Other processes that load the CPU were running when it started: "
-        + "; ".join(f"`{line[:120]}`" for line in competing)
-        + ". Read the absolute numbers with care; ratios are taken within the run."
-        if competing
-        else "No demo or test run was running when it started."
+        "Processes that load the CPU were running during the run (checked at the start and after "
+        "every case; first seen at): "
+        + "; ".join(f"`{line}` ({case})" for line, case in seen.items())
+        + ". Absolute numbers are then too slow and ratios less reliable; read them with care."
+        if seen
+        else "No demo, test run or install was running at the start or after any case."
     )
     parts = [
         "# Performance",
@@ -300,25 +304,26 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    before, competing = machine_info(), _competing_processes()
+    before, seen = machine_info(), {}
+    _log("start", start, seen)
     print(f"{before['cpu']}, {before['torch threads']} threads, torch {before['torch']}; {before['load']}")
     ops: list[OperatorResult] = []
     for mode in MODES:
         for batch in plan.batches:
             for shape in plan.shapes:
                 ops.append(bench_shape(shape, batch, mode, METHODS, plan.op_repeats, plan.op_budget_s))
-                _log(f"operator {mode} N={batch} {shape.label}", start)
+                _log(f"operator {mode} N={batch} {shape.label}", start, seen)
             for shape in plan.strided if mode == "forward" else ():
                 ops.append(
                     bench_shape(shape, batch, mode, STRIDED_METHODS, plan.op_repeats, plan.op_budget_s)
                 )
-                _log(f"operator {mode} N={batch} {shape.label}", start)
+                _log(f"operator {mode} N={batch} {shape.label}", start, seen)
     models: list[ModelResult] = []
     for batch in plan.model_batches:
         infer_repeats, train_repeats = plan.model_repeats[batch]
         for spec in plan.models:
             models.append(bench_model(spec, batch, infer_repeats, train_repeats))
-            _log(f"model {label(spec)} N={batch}", start)
+            _log(f"model {label(spec)} N={batch}", start, seen)
     profile_batch = max(plan.batches)
     profiles = [
         (
@@ -332,9 +337,9 @@ def main() -> None:
         for train in (False, True):
             title = f"aw_resnet50 (full), N=8, {'training step' if train else 'inference'}"
             profiles.append((title, profile_model_step(MODELS[3], 8, train)))
-    _log("profiles", start)
+    _log("profiles", start, seen)
     text = _document(
-        args.quick, before, machine_info(), competing, time.perf_counter() - start, ops, models, profiles
+        args.quick, before, machine_info(), seen, time.perf_counter() - start, ops, models, profiles
     )
     args.output.write_text(text)
     print(text)
