@@ -25,6 +25,7 @@ Inside, tensors of the attention's size are *tap-major*: (n, T, C2, C1/g), T = k
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -83,31 +84,33 @@ def _logits_backward(
         grads[1][samples] += torch.einsum("npab,narp->nrbp", grad_logits, factor_out[samples])
 
 
-def _factor_(logits: Tensor, gate: str) -> Tensor:
-    """The modulation factor ``1 + gate(logits)``, computed in place.
+class _GatePlan(NamedTuple):
+    """How a gate becomes the factor ``m = 1 + gate(z)`` in few passes and without cancellation.
 
-    For ``tanh`` it is computed as ``2 * sigmoid(2 z)``, which equals ``1 + tanh(z)`` but keeps its
-    relative precision where ``tanh(z)`` nears -1 and ``1 + tanh(z)`` would cancel.
+    ``q = activation(logit_scale * z)`` and ``m = weight_scale * q + offset``; the scales are applied
+    to small tensors (the logit factors, the weight), never to the attention-sized ones. For tanh,
+    ``1 + tanh(z) = 2 sigmoid(2 z)``, which also keeps its relative precision where tanh nears -1.
     """
-    if gate == "tanh":
-        return logits.mul_(2).sigmoid_().mul_(2)
-    if gate == "sigmoid":
-        return logits.sigmoid_().add_(1)
-    return logits.add_(1)
+
+    logit_scale: float
+    weight_scale: float
+    offset: bool
+    sigmoid: bool
 
 
-def _factor_backward_(grad_factor: Tensor, factor: Tensor, gate: str) -> Tensor:
-    """Turns the factor's gradient into the logits' gradient in place, using up ``factor``.
+_GATE_PLANS = {
+    "tanh": _GatePlan(logit_scale=2.0, weight_scale=2.0, offset=False, sigmoid=True),
+    "sigmoid": _GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=True),
+    "none": _GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=False),
+}
 
-    With m = 1 + gate(z): tanh gives dm/dz = m (2 - m), sigmoid (m - 1)(2 - m), none 1.
-    """
-    if gate == "tanh":
-        grad_factor.mul_(factor)
-        return grad_factor.mul_(factor.neg_().add_(2))  # 2 - m
-    if gate == "sigmoid":
-        grad_factor.mul_(factor.sub_(1))  # m - 1
-        return grad_factor.mul_(factor.neg_().add_(1))  # 1 - (m - 1) = 2 - m
-    return grad_factor
+# The factors that carry the logits' scale: hidden and bias (full), factor_out (lowrank).
+_SCALED_FACTORS = {"full": (0, 2), "lowrank": (0,)}
+
+
+def _scale_factors(kind: str, factors: Sequence[Tensor], scale: float) -> list[Tensor]:
+    """The logit factors with the logits multiplied by ``scale`` (small tensors only)."""
+    return [f * scale if i in _SCALED_FACTORS[kind] and scale != 1 else f for i, f in enumerate(factors)]
 
 
 def _tap_major(weight: Tensor) -> Tensor:
@@ -116,16 +119,20 @@ def _tap_major(weight: Tensor) -> Tensor:
 
 
 def _kernels(
-    kind, gate, factors, tap_weight: Tensor, samples: slice, in_place: bool
+    kind: str, plan: _GatePlan, factors, tap_weight: Tensor, samples: slice, in_place: bool
 ) -> tuple[Tensor, Tensor]:
-    """Modulation factor (n, P, C2, C1/g) and modulated kernels (n, T, C2, C1/g) of some samples.
+    """Gate values q (n, P, C2, C1/g) and modulated kernels (n, T, C2, C1/g) of some samples.
 
-    With ``in_place`` and P = T the kernels overwrite the factor (forward needs no more).
+    ``factors`` are already scaled by ``plan.logit_scale``. With ``in_place`` and P = T the kernels
+    overwrite q (forward needs no more): one pass for the gate, one for the modulation.
     """
-    factor = _factor_(_logits(kind, factors, samples, tap_weight.shape[1]), gate)
-    if in_place and factor.shape[1] == tap_weight.shape[0]:
-        return factor, torch.mul(tap_weight, factor, out=factor)
-    return factor, tap_weight * factor
+    gated = _logits(kind, factors, samples, tap_weight.shape[1])
+    if plan.sigmoid:
+        gated.sigmoid_()
+    out = gated if in_place and gated.shape[1] == tap_weight.shape[0] else None
+    if plan.offset:  # W (1 + q)
+        return gated, torch.addcmul(tap_weight, tap_weight, gated, out=out)
+    return gated, torch.mul(tap_weight * plan.weight_scale, gated, out=out)
 
 
 def _standard(kernels: Tensor, kernel_size: tuple[int, int]) -> Tensor:
@@ -156,7 +163,8 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, kind, gate, path, geometry, groups, chunk, *factors):
         (out_channels, _, kh, kw), batch = weight.shape, x.shape[0]
-        tap_weight = _tap_major(weight)
+        tap_weight, plan = _tap_major(weight), _GATE_PLANS[gate]
+        scaled = _scale_factors(kind, factors, plan.logit_scale)
         out_h, out_w = (
             output_size(x.shape[2 + i] + 2 * geometry[1][i], (kh, kw)[i], geometry[0][i], geometry[2][i])
             for i in (0, 1)
@@ -164,7 +172,7 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
         outputs = []
         for start in range(0, batch, chunk):
             samples = slice(start, min(start + chunk, batch))
-            _, kernels = _kernels(kind, gate, factors, tap_weight, samples, in_place=True)
+            _, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=True)
             if path == "bmm":
                 columns = _tap_columns(x[samples], (kh, kw), geometry, groups)
                 out = _bmm_tap_major(columns, kernels, groups).view(-1, out_channels, out_h, out_w)
@@ -182,7 +190,8 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
         kind, gate, path, geometry, groups, chunk = ctx.config
         needs = ctx.needs_input_grad
         (out_channels, in_per_group, kh, kw), batch = weight.shape, x.shape[0]
-        tap_weight = _tap_major(weight)
+        tap_weight, plan = _tap_major(weight), _GATE_PLANS[gate]
+        scaled = _scale_factors(kind, factors, plan.logit_scale)
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if needs[0] else None
         grad_tap_weight = torch.zeros_like(tap_weight) if needs[1] else None
@@ -192,7 +201,7 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
         stride, padding, dilation = geometry
         for start in range(0, batch, chunk):
             samples = slice(start, min(start + chunk, batch))
-            factor, kernels = _kernels(kind, gate, factors, tap_weight, samples, in_place=False)
+            gated, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=False)
             n = kernels.shape[0]
             if path == "bmm":
                 columns = _tap_columns(x[samples], (kh, kw), geometry, groups)  # (n, T, g, C1/g, L)
@@ -212,14 +221,22 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
                 if grad_x is not None:
                     grad_x[samples] = chunk_grad_x
                 grad_kernels = grad_standard.flatten(3).permute(0, 3, 1, 2)  # (n, T, C2, C1/g), a view
-            if grad_tap_weight is not None:  # the kernels' buffer is free now: reuse it
-                grad_tap_weight += torch.mul(grad_kernels, factor, out=kernels).sum(dim=0)
-            grad_factor = grad_kernels.mul_(tap_weight)
-            if factor.shape[1] == 1:
-                grad_factor = grad_factor.sum(dim=1, keepdim=True)
-            _logits_backward(
-                kind, factors, factor_grads, samples, _factor_backward_(grad_factor, factor, gate)
+            if grad_tap_weight is not None:  # dL/dW = sum_n dL/dK * (weight_scale q + offset)
+                product = torch.mul(grad_kernels, gated, out=kernels).sum(dim=0)  # reuses a free buffer
+                grad_tap_weight.add_(product, alpha=plan.weight_scale)
+                if plan.offset:
+                    grad_tap_weight += grad_kernels.sum(dim=0)
+            grad_gated = grad_kernels.mul_(
+                tap_weight if plan.weight_scale == 1 else tap_weight * plan.weight_scale
             )
+            if gated.shape[1] == 1:
+                grad_gated = grad_gated.sum(dim=1, keepdim=True)
+            if plan.sigmoid:  # dq/dz' = q (1 - q), using up q
+                grad_gated.mul_(gated).mul_(gated.neg_().add_(1))
+            _logits_backward(kind, scaled, factor_grads, samples, grad_gated)
+        for index in _SCALED_FACTORS[kind]:  # the chain rule through the logits' scale
+            if factor_grads[index] is not None and plan.logit_scale != 1:
+                factor_grads[index].mul_(plan.logit_scale)
         grad_weight = None
         if grad_tap_weight is not None:
             grad_weight = grad_tap_weight.view(kh, kw, out_channels, in_per_group).permute(2, 3, 0, 1)

@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from awconv.engine.allocator import keep_freed_memory
+
 __all__ = ["CliError", "main"]
 
 # Sub-command modules of this package, in the order ``awconv --help`` lists them.
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    keep_freed_memory()  # the command line owns its process (see awconv.engine.allocator)
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, TypeError, KeyError, OSError, FloatingPointError, RuntimeError) as error:
