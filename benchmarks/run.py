@@ -32,9 +32,13 @@ from bench_operator import (
 )
 from bench_timing import machine_info
 
+from awconv.engine.allocator import keep_freed_memory
+
 COMMAND = "python benchmarks/run.py"
 STRIDED_METHODS = ("plain", "aw full", "aw lowrank1", "condconv")
 LAYER_TARGET, FULL_INFER_TARGET, FULL_TRAIN_TARGET, MEMORY_TARGET, LOWRANK_TARGET = 1.3, 0.5, 0.4, 1.5, 0.8
+ALLOCATOR_DEFAULT = "glibc default: large freed blocks are unmapped (run without `--keep-freed-memory`)"
+ALLOCATOR_KEPT = "glibc keeps freed blocks for reuse (`--keep-freed-memory`, as the `awconv` CLI does)"
 COMPETING = "awconv (compare|detect)|pytest|pip install"
 
 
@@ -89,11 +93,11 @@ def _competing_processes() -> list[str]:
     return [line for line in found if not line.startswith(f"{os.getpid()} ") and "pgrep" not in line]
 
 
-def _log(message: str, start: float, seen: dict[str, str]) -> None:
-    """Prints progress and records in ``seen`` (command line -> first case) the competing processes."""
+def _log(message: str, start: float, seen: dict[str, list[str]]) -> None:
+    """Prints progress and records in ``seen`` (command line -> [first, last] case) competing processes."""
     print(f"[{time.perf_counter() - start:7.0f} s] {message}", flush=True)
     for line in _competing_processes():
-        seen.setdefault(line.split(" ", 1)[-1][:120], message)
+        seen.setdefault(line.split(" ", 1)[-1][:120], [message, message])[1] = message
 
 
 def _ops_table(ops: Sequence[tuple[str, float, float]]) -> str:
@@ -197,7 +201,7 @@ def _document(
     quick: bool,
     before: dict[str, str],
     after: dict[str, str],
-    seen: dict[str, str],
+    seen: dict[str, list[str]],
     elapsed_s: float,
     ops: Sequence[OperatorResult],
     models: Sequence[ModelResult],
@@ -206,12 +210,12 @@ def _document(
     command = COMMAND + (" --quick" if quick else "")
     machine = "\n".join(
         f"| {key} | {before[key]} |"
-        for key in ("cpu", "cores", "torch threads", "python", "torch", "timm", "awconv")
+        for key in ("cpu", "cores", "torch threads", "allocator", "python", "torch", "timm", "awconv")
     )
     disturbed = (
         "Processes that load the CPU were running during the run (checked at the start and after "
-        "every case; first seen at): "
-        + "; ".join(f"`{line}` ({case})" for line, case in seen.items())
+        "every case; seen from ... to): "
+        + "; ".join(f"`{line}` ({first} ... {last})" for line, (first, last) in seen.items())
         + ". Absolute numbers are then too slow and ratios less reliable; read them with care."
         if seen
         else "No demo, test run or install was running at the start or after any case."
@@ -298,13 +302,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 8, three models, few repeats")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="let glibc reuse freed blocks (awconv.engine.allocator.keep_freed_memory, as the CLI does)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs/performance.md"
     )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    kept = args.keep_freed_memory and keep_freed_memory()
     before, seen = machine_info(), {}
+    before["allocator"] = ALLOCATOR_KEPT if kept else ALLOCATOR_DEFAULT
     _log("start", start, seen)
     print(f"{before['cpu']}, {before['torch threads']} threads, torch {before['torch']}; {before['load']}")
     ops: list[OperatorResult] = []

@@ -83,11 +83,9 @@ def test_model_benchmark_and_document(operator_results):
     models = [bench_model((name, {}), 2, 1, 1, image_size=32) for name in ("resnet18", "aw_resnet18")]
     assert all(r.infer_ips > 0 and r.train_ips > 0 and r.train_peak > 0 for r in models)
     assert "(1.00×)" in format_model_table(models, baseline="resnet18")
-    info = {
-        key: "x"
-        for key in ("cpu", "cores", "torch threads", "python", "torch", "timm", "awconv", "date", "load")
-    }
+    keys = ("cpu", "cores", "torch threads", "allocator", "python", "torch", "timm", "awconv", "date", "load")
+    info = dict.fromkeys(keys, "x")
     text = _document(
-        True, info, info, [], 1.0, operator_results, models, [("layer", [("aten::mm", 1.0, 50.0)])]
+        True, info, info, {}, 1.0, operator_results, models, [("layer", [("aten::mm", 1.0, 50.0)])]
     )
     assert "## Targets (issue #6)" in text and "not measured in this run" in text
