@@ -1,8 +1,9 @@
 """Runs every benchmark and rewrites ``docs/performance.md`` (issue #6's measuring instrument).
 
 Usage: ``python benchmarks/run.py [--quick] [--threads 2] [--output docs/performance.md]``.
-``--quick`` (a few minutes) runs batch 8, the stride-1 shapes and three models with fewer repeats;
-without it the full tables (batch 1, 8 and 32, every model) take about half an hour on 2 cores.
+``--quick`` (about a minute) runs batch 8, the stride-1 shapes and three models with fewer repeats;
+without it the full tables (batch 1, 8 and 32, every model) take about 15 minutes on 2 cores.
+``--keep-freed-memory`` sets glibc's allocator as the ``awconv`` command line does.
 Ratios are only ever taken between numbers measured in the same run.
 """
 
