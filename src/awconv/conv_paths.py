@@ -27,9 +27,10 @@ __all__ = [
 
 PATHS = ("grouped", "bmm", "loop")
 
-# ``auto`` uses the unfold + bmm path at or below this many output pixels per sample.
-# Measured on a 2-core x86 CPU (benchmarks/operator.py): bmm wins at 14x14 and 7x7 for the
-# ResNet channel widths, the grouped convolution at 28x28 and above.
+# ``auto`` uses the unfold + bmm path at or below this many output pixels per sample. Measured at
+# batch 8 (docs/performance.md): bmm is 1.9x faster than grouped at 7x7 and 1.2x slower at 14x14
+# with the attention given; 14x14 stays on bmm for the fused operator's tap-major kernels (see
+# docs/method.md).
 BMM_MAX_OUTPUT_PIXELS = 14 * 14
 
 

@@ -4,7 +4,7 @@ glibc serves allocations above 32 MiB with ``mmap`` and unmaps them when freed, 
 size allocated again on every step page-faults its memory in anew each time. AW-convolution
 allocates attention-sized tensors (75 MiB for a 512-channel layer at batch 8) in every forward and
 backward; on a CPU those page faults cost about as much as the arithmetic (measured in
-``docs/performance.md``). ``keep_freed_memory`` raises glibc's mmap and trim thresholds so freed
+``docs/method.md``, "CPU memory"). ``keep_freed_memory`` raises glibc's mmap and trim thresholds so freed
 blocks are reused instead. The ``awconv`` command line calls it at start-up; library users can call it
 themselves, or set ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment.
 The cost: the process keeps up to ``threshold`` bytes of freed memory instead of returning it.
