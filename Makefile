@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-# The README's demo: six ResNet-20 variants x 2 seeds on MNIST 5k, about 11 min on 2 CPU cores.
+# The README's demo: six ResNet-20 variants x 2 seeds on MNIST 5k, about 10 min on 2 CPU cores.
 # One thread per process: on shared cores, more threads spin against each other.
 DEMO_MODELS := resnet20_cifar seresnet20_cifar cbamresnet20_cifar aw_resnet20_cifar aw_seresnet20_cifar aw_cbamresnet20_cifar
 demo: $(STAMP)
