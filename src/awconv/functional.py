@@ -142,7 +142,7 @@ def prepare_geometry(
     stride: IntOrPair,
     padding: IntOrPair | str,
     dilation: IntOrPair,
-) -> tuple[Tensor, tuple[tuple[int, int], tuple[int, int], tuple[int, int]], int]:
+) -> tuple[Tensor, tuple[tuple[int, int], tuple[int, int], tuple[int, int]], tuple[int, int]]:
     """Validates the convolution's geometry and turns any padding into a symmetric one.
 
     Args:
@@ -151,9 +151,9 @@ def prepare_geometry(
         stride, padding, dilation: as ``aw_conv2d`` takes them.
 
     Returns:
-        ``(input, (stride, padding, dilation), output_pixels)``: the input, zero-padded here only
-        when the padding is asymmetric; the three pairs the convolution paths take; and
-        H_out * W_out.
+        ``(input, (stride, padding, dilation), (H_out, W_out))``: the input, zero-padded here only
+        when the padding is asymmetric; the three pairs the convolution paths take; and the
+        output's spatial size.
     """
     stride_pair = _pair(stride, "stride")
     dilation_pair = _pair(dilation, "dilation")
@@ -174,10 +174,11 @@ def prepare_geometry(
         padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
     else:
         input, padding_pair = F.pad(input, pads), (0, 0)
-    out_pixels = output_size(padded[0], kernel[0], stride_pair[0], dilation_pair[0]) * output_size(
-        padded[1], kernel[1], stride_pair[1], dilation_pair[1]
+    out_size = (
+        output_size(padded[0], kernel[0], stride_pair[0], dilation_pair[0]),
+        output_size(padded[1], kernel[1], stride_pair[1], dilation_pair[1]),
     )
-    return input, (stride_pair, padding_pair, dilation_pair), out_pixels
+    return input, (stride_pair, padding_pair, dilation_pair), out_size
 
 
 @contextlib.contextmanager
@@ -272,9 +273,9 @@ def aw_conv2d(
         raise ValueError(
             f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
         )
-    input, geometry, out_pixels = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    input, geometry, (out_h, out_w) = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
     if impl == "auto":
-        impl = choose_impl(input.shape[0], out_pixels)
+        impl = choose_impl(input.shape[0], out_h * out_w)
 
     with compute_dtype(input, weight, attention) as (input, weight, attention):
         out = _AWConv2dFunction.apply(

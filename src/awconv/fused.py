@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from awconv.conv_paths import choose_impl, output_size, per_sample_conv, per_sample_conv_backward
+from awconv.conv_paths import choose_impl, per_sample_conv, per_sample_conv_backward
 from awconv.functional import (
     IMPLS,
     IntOrPair,
@@ -161,21 +161,17 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
     """Generate, gate, modulate and convolve chunk by chunk; regenerate the factor in backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, kind, gate, path, geometry, groups, chunk, *factors):
+    def forward(ctx, x, weight, kind, gate, path, geometry, groups, chunk, out_size, *factors):
         (out_channels, _, kh, kw), batch = weight.shape, x.shape[0]
         tap_weight, plan = _tap_major(weight), _GATE_PLANS[gate]
         scaled = _scale_factors(kind, factors, plan.logit_scale)
-        out_h, out_w = (
-            output_size(x.shape[2 + i] + 2 * geometry[1][i], (kh, kw)[i], geometry[0][i], geometry[2][i])
-            for i in (0, 1)
-        )
         outputs = []
         for start in range(0, batch, chunk):
             samples = slice(start, min(start + chunk, batch))
             _, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=True)
             if path == "bmm":
                 columns = _tap_columns(x[samples], (kh, kw), geometry, groups)
-                out = _bmm_tap_major(columns, kernels, groups).view(-1, out_channels, out_h, out_w)
+                out = _bmm_tap_major(columns, kernels, groups).view(-1, out_channels, *out_size)
             else:
                 out = per_sample_conv(path, x[samples], _standard(kernels, (kh, kw)), *geometry, groups)
             outputs.append(out)
@@ -196,7 +192,7 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
         grad_x = torch.empty_like(x) if needs[0] else None
         grad_tap_weight = torch.zeros_like(tap_weight) if needs[1] else None
         factor_grads = [
-            torch.zeros_like(f) if need else None for f, need in zip(factors, needs[8:], strict=True)
+            torch.zeros_like(f) if need else None for f, need in zip(factors, needs[9:], strict=True)
         ]
         stride, padding, dilation = geometry
         for start in range(0, batch, chunk):
@@ -240,7 +236,7 @@ class _FusedAWConv2dFunction(torch.autograd.Function):
         grad_weight = None
         if grad_tap_weight is not None:
             grad_weight = grad_tap_weight.view(kh, kw, out_channels, in_per_group).permute(2, 3, 0, 1)
-        return (grad_x, grad_weight, None, None, None, None, None, None, *factor_grads)
+        return (grad_x, grad_weight, None, None, None, None, None, None, None, *factor_grads)
 
 
 def _check_factors(kind: str, factors: Sequence[Tensor], x: Tensor, weight: Tensor) -> None:
@@ -319,12 +315,21 @@ def aw_conv2d_fused(
     check_tensors(input=input, weight=weight, bias=bias)
     check_conv_shapes(input, weight, bias, groups)
     _check_factors(generator, factors, input, weight)
-    input, geometry, out_pixels = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    input, geometry, out_size = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
     chunk_size = min(chunk_size or input.shape[0], input.shape[0])
-    path = choose_impl(chunk_size, out_pixels) if impl == "auto" else impl
+    path = choose_impl(chunk_size, out_size[0] * out_size[1]) if impl == "auto" else impl
     with compute_dtype(input, weight, *factors) as (input, weight, *factors):
         out = _FusedAWConv2dFunction.apply(
-            input.contiguous(), weight, generator, gate, path, geometry, groups, chunk_size, *factors
+            input.contiguous(),
+            weight,
+            generator,
+            gate,
+            path,
+            geometry,
+            groups,
+            chunk_size,
+            out_size,
+            *factors,
         )
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, -1, 1, 1)
