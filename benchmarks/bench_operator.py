@@ -15,7 +15,10 @@ Methods, all on a batch x (N, C, H, W) with 3x3 kernels C -> C, padding 1:
 
 The *floor* is the time of ``dst.copy_(src)`` on N * C * C * 9 float32 values: one read and one
 write of every attention value, the least traffic an operator that materialises the attention
-must add to the plain convolution.
+must add to the plain convolution. The *head* is the arithmetic the ``full`` generator cannot skip:
+the matrix products of its last layer (Pointconv2, d -> C * C per tap) into preallocated outputs;
+one in forward, four in forward + backward (forward, its regeneration in backward, and the
+gradients of its input and weight).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class OperatorResult:
     batch: int
     mode: str
     floor_ms: float
+    head_ms: float
     attention_bytes: int
     ms: dict[str, float] = field(default_factory=dict)
     peak_bytes: dict[str, int] = field(default_factory=dict)
@@ -141,6 +145,23 @@ def _floor_ms(numel: int, repeats: int, budget_s: float) -> float:
     return median_ms(lambda: dst.copy_(src), repeats, budget_s)
 
 
+def _head_ms(shape: Shape, batch: int, mode: str, repeats: int, budget_s: float) -> float:
+    """Median ms of the full generator's last-layer matrix products at this shape (see module doc)."""
+    hidden_width = AWConv2d(shape.channels, shape.channels, 3, bias=False).generator.hidden
+    rows, cols = batch * 9, shape.channels * shape.channels  # one row per sample and tap
+    hidden, head = torch.randn(rows, hidden_width), torch.randn(cols, hidden_width)
+    logits, grad_hidden, grad_head = torch.empty(rows, cols), torch.empty_like(hidden), torch.empty_like(head)
+
+    def products() -> None:
+        torch.mm(hidden, head.t(), out=logits)
+        if mode == "forward+backward":
+            torch.mm(hidden, head.t(), out=logits)
+            torch.mm(logits, head, out=grad_hidden)
+            torch.mm(logits.t(), hidden, out=grad_head)
+
+    return median_ms(products, repeats, budget_s)
+
+
 def bench_shape(
     shape: Shape,
     batch: int,
@@ -164,7 +185,8 @@ def bench_shape(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     numel = batch * shape.channels * shape.channels * 9
-    result = OperatorResult(shape, batch, mode, _floor_ms(numel, repeats, budget_s), numel * 4)
+    floor_ms, head_ms = _floor_ms(numel, repeats, budget_s), _head_ms(shape, batch, mode, repeats, budget_s)
+    result = OperatorResult(shape, batch, mode, floor_ms, head_ms, numel * 4)
     for name in methods:
         torch.manual_seed(0)
         fn, params = _method(name, shape, batch)
@@ -188,17 +210,37 @@ def profile_layer(shape: Shape, batch: int, mode: str, generator: str = "full", 
 
 
 def format_time_table(results: Sequence[OperatorResult], methods: Sequence[str] = METHODS) -> str:
-    """Markdown: per row the plain conv and floor in ms, each method in ms and as a multiple of plain,
-    and each AW layer as a multiple of plain + floor."""
+    """Markdown: per row the plain conv, floor and head in ms, each method in ms and as a multiple of
+    plain, each AW layer as a multiple of plain + floor, and ``aw full`` of plain + floor + head."""
     aw = [m for m in methods if m.startswith("aw ")]
     others = [m for m in methods if m != "plain"]
-    head = ["N", "conv", "plain ms", "floor ms", *others, *(f"{m} / (plain+floor)" for m in aw)]
+    with_head = "aw full" in methods
+    head = [
+        "N",
+        "conv",
+        "plain ms",
+        "floor ms",
+        "head ms",
+        *others,
+        *(f"{m} / (plain+floor)" for m in aw),
+        *(["aw full / (plain+floor+head)"] if with_head else []),
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         plain = r.ms["plain"]
         cells = [f"{r.ms[m]:.2f} ({r.ms[m] / plain:.2f}×)" for m in others]
         floors = [f"{r.ms[m] / (plain + r.floor_ms):.2f}" for m in aw]
-        row = [str(r.batch), r.shape.label, f"{plain:.2f}", f"{r.floor_ms:.3f}", *cells, *floors]
+        if with_head:
+            floors.append(f"{r.ms['aw full'] / (plain + r.floor_ms + r.head_ms):.2f}")
+        row = [
+            str(r.batch),
+            r.shape.label,
+            f"{plain:.2f}",
+            f"{r.floor_ms:.3f}",
+            f"{r.head_ms:.2f}",
+            *cells,
+            *floors,
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

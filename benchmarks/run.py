@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bench_levers import LEVERS, bench_levers, format_levers_table
 from bench_models import MODELS, ModelResult, bench_model, format_model_table, label, profile_model_step
 from bench_operator import (
     METHODS,
@@ -36,6 +37,8 @@ from bench_timing import machine_info
 from awconv.engine.allocator import keep_freed_memory
 
 COMMAND = "python benchmarks/run.py"
+# The code changes measured over issue #6, hand-written: included verbatim at the end.
+LEVER_HISTORY = Path(__file__).with_name("lever_history.md")
 STRIDED_METHODS = ("plain", "aw full", "aw lowrank1", "condconv")
 LAYER_TARGET, FULL_INFER_TARGET, FULL_TRAIN_TARGET, MEMORY_TARGET, LOWRANK_TARGET = 1.3, 0.5, 0.4, 1.5, 0.8
 ALLOCATOR_DEFAULT = "glibc default: large freed blocks are unmapped (run without `--keep-freed-memory`)"
@@ -60,6 +63,7 @@ class Plan:
     model_repeats: dict[int, tuple[int, int]]
     profile_shapes: tuple[Shape, ...]
     profile_models: bool
+    levers: tuple[str, ...]
 
 
 QUICK = Plan(
@@ -73,6 +77,7 @@ QUICK = Plan(
     model_repeats={8: (2, 1)},
     profile_shapes=(Shape(512, 7),),
     profile_models=False,
+    levers=(),
 )
 FULL = Plan(
     batches=(1, 8, 32),
@@ -85,6 +90,7 @@ FULL = Plan(
     model_repeats={1: (5, 3), 8: (5, 3), 32: (3, 2)},
     profile_shapes=(Shape(64, 56), Shape(512, 7)),
     profile_models=True,
+    levers=LEVERS,
 )
 
 
@@ -127,6 +133,17 @@ def _targets(ops: Sequence[OperatorResult], models: Sequence[ModelResult]) -> st
                 f"time / (plain conv + floor) ≤ {LAYER_TARGET}",
                 f"worst {ratio:.2f} ({worst.shape.label})",
                 _status(ratio <= LAYER_TARGET),
+            )
+        )
+        with_head = max(
+            r.ms["aw full"] / (r.ms["plain"] + r.floor_ms + r.head_ms) for r in forward if r.batch == batch
+        )
+        rows.append(
+            (
+                f"(not a target) the same with the full generator's head GEMM in the floor, batch {batch}: "
+                "time / (plain conv + floor + head)",
+                f"worst {with_head:.2f}",
+                "—",
             )
         )
     by_key = {(r.model, r.batch): r for r in models}
@@ -207,6 +224,7 @@ def _document(
     ops: Sequence[OperatorResult],
     models: Sequence[ModelResult],
     profiles: Sequence[tuple[str, Sequence[tuple[str, float, float]]]],
+    levers: str,
 ) -> str:
     command = COMMAND + (" --quick" if quick else "")
     machine = "\n".join(
@@ -265,6 +283,15 @@ def _document(
     ]
     for title, ops_ in profiles:
         parts += [f"### {title}", _ops_table(ops_)]
+    if levers:
+        parts += [
+            "## Levers, one at a time",
+            "Inference at batch 8, 224 px (`benchmarks/bench_levers.py`): each row changes one setting "
+            "from the baseline (float32, contiguous, eager, `impl=auto`, this run's allocator) for both "
+            "models.",
+            levers,
+        ]
+    parts.append(LEVER_HISTORY.read_text().strip())
     return "\n\n".join(parts) + "\n"
 
 
@@ -288,6 +315,11 @@ METHOD_TEXT = """## How it is measured
   least memory traffic an operator that materialises the weight-shaped attention adds to the
   plain convolution. The layer target compares the AW layer (`AWConv2d(x)`: generator and fused
   operator) with plain conv + floor.
+* **Head**: the matrix products of the `full` generator's last layer (Pointconv2, d → C·C per
+  tap, for N·9 rows) into preallocated outputs: one in forward; four in forward + backward
+  (forward, its regeneration in backward, the gradients of its input and weight). It is arithmetic
+  the design cannot skip (at 512@7, d = 32, it is 65% of the convolution's multiply-adds), so
+  `aw full / (plain+floor+head)` shows how close the operator is to what the `full` generator allows.
 * **Methods**: `plain` is `F.conv2d`; `grouped`, `bmm`, `loop` are `aw_conv2d(x, W, A, impl=...)`
   with the attention A given; `aw full` and `aw lowrank1` call an `AWConv2d` layer (the attention is
   made inside by `aw_conv2d_fused` and never stored); `condconv` is timm's `CondConv2d` with 4
@@ -350,8 +382,10 @@ def main() -> None:
             title = f"aw_resnet50 (full), N=8, {'training step' if train else 'inference'}"
             profiles.append((title, profile_model_step(MODELS[3], 8, train)))
     _log("profiles", start, seen)
+    levers = format_levers_table(bench_levers(8, levers=plan.levers)) if plan.levers else ""
+    _log("levers", start, seen)
     text = _document(
-        args.quick, before, machine_info(), seen, time.perf_counter() - start, ops, models, profiles
+        args.quick, before, machine_info(), seen, time.perf_counter() - start, ops, models, profiles, levers
     )
     args.output.write_text(text)
     print(text)

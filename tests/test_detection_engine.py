@@ -8,6 +8,8 @@ from awconv.cli import main
 from awconv.data.coco import coco_detection, collate_detection
 from awconv.data.shapes import make_shapes
 from awconv.engine.detection import METRIC_NAMES, DetectionDataModule, DetectorModule
+from awconv.engine.detection_report import DetectionRun, format_seed_summary
+from awconv.engine.statistics import mean_ci, paired_difference
 
 SMALL = {
     "rpn_pre_nms_top_n_train": 100,
@@ -99,3 +101,38 @@ def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
     report = ["detect", "report", str(tmp_path / "run"), "--data", f"coco:{val_dir},{val_json}"]
     assert main([*report, "--out", str(tmp_path / "report"), "--images", "2"]) == 0
     assert "Predictions of fasterrcnn_aw_resnet18_fpn" in (tmp_path / "report" / "report.md").read_text()
+    # The same run twice, last checkpoint: labelled apart, one seed so no summary over seeds.
+    twice = [
+        *report[:3],
+        str(tmp_path / "run"),
+        *report[3:],
+        "--checkpoint",
+        "last",
+        "--out",
+        str(tmp_path / "report2"),
+    ]
+    assert main([*twice, "--images", "1"]) == 0
+    text = (tmp_path / "report2" / "report.md").read_text()
+    assert "last checkpoint" in text and "Over seeds" not in text
+    assert text.count("| fasterrcnn_aw_resnet18_fpn seed 0") == 2
+
+
+def test_seed_summary_gives_mean_ci_and_paired_difference() -> None:
+    ap = {"plain": [0.30, 0.34, 0.32], "aw": [0.33, 0.33, 0.36]}
+    runs = [
+        DetectionRun(model, seed, {"AP": value, "AP50": value + 0.2})
+        for model, values in ap.items()
+        for seed, value in enumerate(values)
+    ]
+    summary = format_seed_summary(runs)
+    for model, values in ap.items():
+        mean, half = mean_ci([100 * v for v in values])
+        ap50_mean, ap50_half = mean_ci([100 * v + 20 for v in values])
+        assert (
+            f"| {model} | 0, 1, 2 | {mean:.1f} ± {half:.1f} | {ap50_mean:.1f} ± {ap50_half:.1f} |" in summary
+        )
+    diff = paired_difference(
+        {s: 100 * v for s, v in enumerate(ap["aw"])}, {s: 100 * v for s, v in enumerate(ap["plain"])}
+    )
+    assert f"| aw | {diff.mean:+.1f} ± {diff.half_width:.1f} | 2 / 1 of 3 | {diff.p_value:.3f} |" in summary
+    assert format_seed_summary(runs[:1] + runs[3:4]) == ""  # one seed each: nothing to summarise

@@ -16,7 +16,7 @@ from awconv.engine.classification import TrainConfig, evaluate_classifier, train
 from awconv.engine.classifier import ClassifierModule
 from awconv.engine.compare import compare_classifiers, parse_model_spec
 from awconv.engine.history import read_history
-from awconv.engine.report import mean_ci
+from awconv.engine.statistics import mean_ci
 
 TINY_MODEL = "test_resnet"
 
@@ -152,6 +152,35 @@ def test_compare_report_lists_every_run_and_agrees_with_the_metrics_files(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("metrics.json")} == mtimes
     with pytest.raises(ValueError, match="another recipe"):
         compare_classifiers(models, [0], dataclasses.replace(recipe, lr=0.2), tmp_path / "cmp")
+
+
+def test_compare_pairs_models_by_seed(tmp_path: Path, capsys) -> None:
+    root = make_cifar(tmp_path / "data", train=16, val=8, num_classes=3)
+    models = [TINY_MODEL, f"{TINY_MODEL}:drop_rate=0.1", f"{TINY_MODEL}:drop_rate=0.2"]
+    recipe = _recipe(f"cifar:{root}", tmp_path / "unused", epochs=1)
+    results, report = compare_classifiers(models, [0, 1, 2], recipe, tmp_path / "cmp", pairs=[models[2:0:-1]])
+    markdown, printed = report.read_text(), capsys.readouterr().out
+    top1 = [result.top1_by_seed for result in results]
+    differences = [top1[2][seed] - top1[1][seed] for seed in (0, 1, 2)]
+    mean, half = mean_ci(differences)
+    row = f"| {models[2]} | {models[1]} | {mean:+.2f} ± {half:.2f} |"
+    assert "## Paired by seed" in markdown and row in markdown and row in printed
+    assert f"| {models[1]} | {models[0]} |" not in markdown  # only the pair asked for
+    _, report = compare_classifiers(
+        models[:2], [0, 1], recipe, tmp_path / "cmp"
+    )  # default: each vs the first
+    assert f"| {models[1]} | {models[0]} |" in report.read_text()
+    with pytest.raises(ValueError, match="pairs must name two different models"):
+        compare_classifiers(models, [0], recipe, tmp_path / "cmp", pairs=[(models[0], "resnet18")])
+
+
+def test_model_spec_keeps_commas_inside_brackets() -> None:
+    assert parse_model_spec("aw_resnet20_cifar:aw_stages=[2,3],rank=4,gate=none") == (
+        "aw_resnet20_cifar",
+        {"aw_stages": [2, 3], "rank": 4, "gate": "none"},
+    )
+    with pytest.raises(ValueError, match="expected 'name:key=value"):
+        parse_model_spec("resnet18:rank")
 
 
 def test_mean_ci_uses_the_t_distribution() -> None:

@@ -216,3 +216,19 @@ def test_saturated_gate_keeps_relative_precision(gate):
     attention = GATE_FUNCTIONS[gate](logits).reshape(2, 4, 4, 3, 3)
     expected = aw_conv2d_reference(x, weight, attention, None, 1, 1, 1, 1)
     assert relative_error(out, expected) < 1e-5
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
+    """The logits are written once, contiguous, in the tap-major layout the later passes expect:
+    a strided result (what einsum returns for rank 1) would be copied by every pass after it."""
+    from awconv.fused import _logits
+
+    factor_out, factor_in = (
+        torch.randn(3, 5, rank, 9, dtype=torch.float64),
+        torch.randn(3, rank, 4, 9, dtype=torch.float64),
+    )
+    logits = _logits("lowrank", (factor_out, factor_in), slice(1, 3), out_channels=5)
+    expected = torch.einsum("narp,nrbp->npab", factor_out[1:3], factor_in[1:3])
+    assert logits.is_contiguous() and logits.shape == (2, 9, 5, 4)
+    assert relative_error(logits, expected) < 1e-14

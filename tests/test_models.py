@@ -188,6 +188,28 @@ def test_aw_kwargs_pass_through_create_model() -> None:
     assert all(m.generator.pool == "global" for m in cifar.modules() if isinstance(m, AWConv2d))
 
 
+@pytest.mark.parametrize(
+    ("name", "stages"), [("aw_resnet20_cifar", [2, 3]), ("aw_resnet18", [4]), ("aw_resnet18", [1, 3])]
+)
+def test_aw_stages_limits_aw_to_those_stages(name: str, stages: list[int]) -> None:
+    everywhere = timm.create_model(name, **_CHEAP)
+    limited = timm.create_model(name, aw_stages=stages, **_CHEAP)
+    expected = [n for n, m in everywhere.named_modules() if isinstance(m, AWConv2d) and int(n[5]) in stages]
+    assert [n for n, m in limited.named_modules() if isinstance(m, AWConv2d)] == expected
+    plain_block_convs = [
+        n for n, m in limited.named_modules() if type(m) is nn.Conv2d and is_block_conv(n, m)
+    ]
+    assert plain_block_convs and all(int(n[5]) not in stages for n in plain_block_convs)
+
+
+@pytest.mark.parametrize("stages", [[5], [], "2", [True], 3])
+def test_bad_aw_stages_names_the_argument(stages: object) -> None:
+    with pytest.raises(
+        ValueError, match=r"aw_stages must be a non-empty list of stage numbers from \[1, 2, 3\]"
+    ):
+        timm.create_model("aw_resnet20_cifar", aw_stages=stages)
+
+
 def test_bad_aw_kwarg_is_refused() -> None:
     with pytest.raises(ValueError, match="generator"):
         timm.create_model("aw_resnet20_cifar", generator="huge")

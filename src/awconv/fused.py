@@ -55,7 +55,9 @@ def _logits(kind: str, factors: Sequence[Tensor], samples: slice, out_channels: 
         logits = F.linear(hidden, head_weight, head_bias)  # one GEMM over all n * P rows
         return logits.view(hidden.shape[0], hidden.shape[1], out_channels, -1)
     factor_out, factor_in = factors
-    return torch.einsum("narp,nrbp->npab", factor_out[samples], factor_in[samples])
+    # A batched matrix product (n * P of them) writes the logits once, contiguous. einsum would
+    # broadcast-multiply for R = 1 and leave a strided result that every later pass copies.
+    return torch.matmul(factor_out[samples].permute(0, 3, 1, 2), factor_in[samples].permute(0, 3, 1, 2))
 
 
 def _logits_backward(

@@ -23,6 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--models", nargs="+", required=True, metavar="MODEL", help="model names, or name:key=value,key=value"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("MODEL", "BASELINE"),
+        help="compare MODEL with BASELINE seed by seed, repeatable (default: every model with the first)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        metavar="PATH",
+        help="every run starts from these weights (a plain ResNet's also fill SE/CBAM/AW models)",
+    )
     parser.add_argument("--out", default="runs/compare", help="comparison directory")
     add_data_arguments(parser)
     add_recipe_arguments(parser)
@@ -35,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
             "compare takes model arguments inside --models (name:key=value,...), not --model-arg"
         )
     recipe = recipe_from_args(args, model="", run_dir="")
-    _, report = compare_classifiers(args.models, args.seeds, recipe, args.out)
+    _, report = compare_classifiers(args.models, args.seeds, recipe, args.out, pairs=args.pair)
     print(f"report: {report} and {report.with_suffix('.html')}")
     return 0

@@ -6,13 +6,20 @@ See docs/detection.md.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from awconv.cli import CliError
 from awconv.data.coco import parse_coco_spec
 from awconv.detection import list_detectors
 from awconv.engine.compare import parse_value
-from awconv.engine.detection_report import format_map_table, predict_images, write_detection_report
+from awconv.engine.detection_report import (
+    DetectionRun,
+    format_map_table,
+    format_seed_summary,
+    predict_images,
+    write_detection_report,
+)
 from awconv.engine.detection_run import DetectionConfig, evaluate_detector, load_detector, train_detector
 from awconv.engine.trainer import PRECISIONS
 
@@ -120,6 +127,12 @@ def _add_report(actions: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="report folder (report.md and drawings)")
     parser.add_argument("--images", type=int, default=6, help="validation images to draw per run")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="evaluate each run's best checkpoint (chosen on the validation AP) or its last one",
+    )
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.set_defaults(func=_report)
 
@@ -195,11 +208,12 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint(run_dir: Path) -> Path:
-    for name in ("best.ckpt", "last.ckpt"):
+def _checkpoint(run_dir: Path, which: str) -> Path:
+    for name in ("best.ckpt", "last.ckpt") if which == "best" else ("last.ckpt",):
         if (run_dir / "checkpoints" / name).is_file():
             return run_dir / "checkpoints" / name
-    raise FileNotFoundError(f"run directory {run_dir} holds no checkpoints/best.ckpt or last.ckpt")
+    wanted = "checkpoints/best.ckpt or last.ckpt" if which == "best" else "checkpoints/last.ckpt"
+    raise FileNotFoundError(f"run directory {run_dir} holds no {wanted}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -208,15 +222,37 @@ def _report(args: argparse.Namespace) -> int:
         : args.images
     ]
     out = Path(args.out)
-    results, drawings = {}, {}
-    for run_dir in map(Path, args.runs):
-        checkpoint = _checkpoint(run_dir)
+    saved = [_saved_config(Path(run_dir)) for run_dir in args.runs]
+    models = [config.get("model") for config in saved]
+    results, drawings, runs = {}, {}, []
+    for run_dir, config in zip(map(Path, args.runs), saved, strict=True):
+        checkpoint = _checkpoint(run_dir, args.checkpoint)
         module = load_detector(checkpoint)
-        name = module.hparams.model
-        results[name] = evaluate_detector(checkpoint, (str(images_dir), str(annotations)), workers=0)
-        drawings[name] = predict_images(
-            module.model, images, out / name, module.hparams.categories or {}, args.score_thresh
+        model, seed = module.hparams.model, int(config.get("seed", 0))
+        label = model if models.count(model) <= 1 else f"{model} seed {seed}"
+        if label in results:
+            label = f"{label} ({run_dir})"
+        results[label] = evaluate_detector(checkpoint, (str(images_dir), str(annotations)), workers=0)
+        runs.append(DetectionRun(model, seed, results[label]))
+        drawings[label] = predict_images(
+            module.model,
+            images,
+            out / label.replace(" ", "_"),
+            module.hparams.categories or {},
+            args.score_thresh,
         )
     print(format_map_table(results))
-    print(f"report {write_detection_report(out / 'report.md', results, drawings)}")
+    summary = format_seed_summary(runs)
+    if summary:
+        print(summary)
+    report = write_detection_report(
+        out / "report.md", results, drawings, runs=runs, checkpoint=args.checkpoint
+    )
+    print(f"report {report}")
     return 0
+
+
+def _saved_config(run_dir: Path) -> dict:
+    """The run's config.json (model, seed...), or {} when it has none."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -21,7 +21,7 @@ from awconv.engine.classification import TrainConfig, train_classifier
 from awconv.engine.classifier import create_classifier
 from awconv.engine.history import read_history
 from awconv.engine.measure import measure_throughput
-from awconv.engine.report import ModelResult, format_table, write_report
+from awconv.engine.report import ModelResult, format_paired_table, format_table, write_report
 from awconv.engine.trainer import last_checkpoint
 from awconv.profiling import profile_model
 
@@ -34,10 +34,13 @@ _LAUNCH_FIELDS = ("resume", "progress_bar", "workers", "run_dir", "deterministic
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:key=value,key=value"`` -> ``(name, kwargs)``; values as in ``parse_value``."""
+    """``"name"`` or ``"name:key=value,key=value"`` -> ``(name, kwargs)``; values as in ``parse_value``.
+
+    Commas inside brackets belong to the value: ``"aw_resnet20_cifar:aw_stages=[2,3],rank=4"``.
+    """
     name, _, args = spec.partition(":")
     kwargs: dict[str, Any] = {}
-    for item in filter(None, args.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", args)):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"model '{spec}': expected 'name:key=value,...', got the argument '{item}'")
@@ -54,7 +57,11 @@ def parse_value(text: str) -> Any:
 
 
 def compare_classifiers(
-    models: Sequence[str], seeds: Sequence[int], recipe: TrainConfig, out_dir: str | Path
+    models: Sequence[str],
+    seeds: Sequence[int],
+    recipe: TrainConfig,
+    out_dir: str | Path,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[list[ModelResult], Path]:
     """Trains every model with every seed and writes the report; returns the results and ``report.md``.
 
@@ -63,6 +70,8 @@ def compare_classifiers(
         seeds: seeds, one run per model and seed.
         recipe: the training configuration shared by every run.
         out_dir: the comparison's directory.
+        pairs: ``(model, baseline)`` specs from ``models`` to compare seed by seed; None: every
+            model against the first.
     """
     if not models or not seeds:
         raise ValueError(
@@ -70,6 +79,12 @@ def compare_classifiers(
         )
     if len(set(models)) != len(models) or len(set(seeds)) != len(seeds):
         raise ValueError(f"models and seeds must not repeat, got models={list(models)}, seeds={list(seeds)}")
+    pairs = [(model, models[0]) for model in models[1:]] if pairs is None else [tuple(p) for p in pairs]
+    for pair in pairs:
+        if len(pair) != 2 or not set(pair) <= set(models) or pair[0] == pair[1]:
+            raise ValueError(
+                f"pairs must name two different models of --models {list(models)}, got {list(pair)}"
+            )
     out_dir = Path(out_dir)
     specs = [parse_model_spec(m) for m in models]
     data = build_classification_data(recipe.data, image_size=recipe.image_size)
@@ -101,8 +116,11 @@ def compare_classifiers(
         f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}, "
         f"seeds {', '.join(map(str, seeds))}"
     )
-    report = write_report(results, out_dir, title=f"{', '.join(models)} on {recipe.data}", recipe=recipe_text)
+    title = f"{', '.join(models)} on {recipe.data}"
+    report = write_report(results, out_dir, title=title, recipe=recipe_text, pairs=pairs)
     print(format_table(results))
+    if pairs:
+        print(format_paired_table(results, pairs))
     return results, report
 
 

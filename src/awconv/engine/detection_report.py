@@ -1,9 +1,11 @@
-"""Detection reports: COCO mAP tables and predictions drawn into PNG files."""
+"""Detection reports: COCO mAP tables, statistics over seeds and predictions drawn into PNG files."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -12,8 +14,24 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.utils import draw_bounding_boxes
 
 from awconv.engine.detection import METRIC_NAMES
+from awconv.engine.statistics import mean_ci, paired_difference
 
-__all__ = ["draw_predictions", "format_map_table", "predict_images", "write_detection_report"]
+__all__ = [
+    "DetectionRun",
+    "draw_predictions",
+    "format_map_table",
+    "format_seed_summary",
+    "predict_images",
+    "write_detection_report",
+]
+
+
+class DetectionRun(NamedTuple):
+    """One evaluated run: its detector name, training seed and COCO metrics (fractions, -1: none)."""
+
+    model: str
+    seed: int
+    metrics: Mapping[str, float]
 
 
 def format_map_table(results: Mapping[str, Mapping[str, float]]) -> str:
@@ -23,6 +41,43 @@ def format_map_table(results: Mapping[str, Mapping[str, float]]) -> str:
     for model, metrics in results.items():
         cells = [f"{100 * metrics[name]:.1f}" if metrics[name] >= 0 else "n/a" for name in names]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_seed_summary(runs: Sequence[DetectionRun]) -> str:
+    """AP and AP50 per detector, mean ± 95% CI over seeds; then each detector minus the first, by seed.
+
+    Returns an empty string when no detector has two or more runs.
+    """
+    models = list(dict.fromkeys(run.model for run in runs))
+    by_model = {m: {run.seed: run.metrics for run in runs if run.model == m} for m in models}
+    if max(len(seeds) for seeds in by_model.values()) < 2:
+        return ""
+
+    def cell(values: Sequence[float]) -> str:
+        mean, half = mean_ci([100 * v for v in values])
+        return f"{mean:.1f}" + ("" if math.isnan(half) else f" ± {half:.1f}")
+
+    lines = ["| model | seeds | AP | AP50 |", "|---|---|---|---|"]
+    for model, seeds in by_model.items():
+        ap, ap50 = [m["AP"] for m in seeds.values()], [m["AP50"] for m in seeds.values()]
+        lines.append(f"| {model} | {', '.join(map(str, seeds))} | {cell(ap)} | {cell(ap50)} |")
+    baseline = models[0]
+    lines += [
+        "",
+        f"Paired by seed against {baseline} (AP points, mean ± 95% CI; wins / losses; paired t-test p):",
+        "",
+    ]
+    lines += ["| model | AP difference | wins / losses | p |", "|---|---|---|---|"]
+    for model in models[1:]:
+        diff = paired_difference(
+            {s: 100 * m["AP"] for s, m in by_model[model].items()},
+            {s: 100 * m["AP"] for s, m in by_model[baseline].items()},
+        )
+        interval = "" if math.isnan(diff.half_width) else f" ± {diff.half_width:.1f}"
+        p_value = "n/a" if math.isnan(diff.p_value) else f"{diff.p_value:.3f}"
+        record = f"{diff.wins} / {diff.losses} of {diff.seeds}"
+        lines.append(f"| {model} | {diff.mean:+.1f}{interval} | {record} | {p_value} |")
     return "\n".join(lines)
 
 
@@ -78,17 +133,33 @@ def predict_images(
 
 
 def write_detection_report(
-    path: str | Path, results: Mapping[str, Mapping[str, float]], drawings: Mapping[str, Sequence[Path]]
+    path: str | Path,
+    results: Mapping[str, Mapping[str, float]],
+    drawings: Mapping[str, Sequence[Path]],
+    *,
+    runs: Sequence[DetectionRun] = (),
+    checkpoint: str = "best",
 ) -> Path:
-    """Writes a Markdown report: the mAP table and, per model, links to its drawn predictions."""
+    """Writes a Markdown report: the mAP table, the summary over seeds and links to drawn predictions.
+
+    Args:
+        path: the report file.
+        results: run label -> metrics.
+        drawings: run label -> drawn prediction files.
+        runs: the same runs with detector and seed, for ``format_seed_summary``.
+        checkpoint: which checkpoint of each run was evaluated (``"best"`` or ``"last"``).
+    """
     path = Path(path)
+    summary = format_seed_summary(runs) if runs else ""
     lines = [
         "# Detection report",
         "",
-        "COCO box mAP on the validation set (percent).",
+        f"COCO box mAP on the validation set (percent), {checkpoint} checkpoint of each run.",
         "",
         format_map_table(results),
     ]
+    if summary:
+        lines += ["", "## Over seeds", "", summary]
     for model, images in drawings.items():
         lines += ["", f"## Predictions of {model}", ""]
         lines += [f"![{image.stem}]({image.relative_to(path.parent)})" for image in images]

@@ -2,7 +2,9 @@
 
 Input: one ``ModelResult`` per model with its per-seed runs (``metrics.json`` summaries and
 ``history.json`` rows). Top-1 is the validation accuracy of the last epoch; its interval is the
-95% confidence interval of the mean over seeds from Student's t distribution.
+95% confidence interval of the mean over seeds from Student's t distribution. Pairs of models are
+also compared seed by seed (``awconv.engine.statistics.paired_difference``): runs with the same
+seed see the same data order and augmentation, so the per-seed difference removes that noise.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
-from scipy.stats import t as student_t
 
 from awconv.engine.checkpoint import atomic_write
+from awconv.engine.statistics import mean_ci, paired_difference
 
-__all__ = ["ModelResult", "format_table", "mean_ci", "write_report"]
+__all__ = ["ModelResult", "format_paired_table", "format_table", "write_report"]
 
 
 @dataclass
@@ -51,14 +53,10 @@ class ModelResult:
         """Final validation top-1 (%) per seed."""
         return [100 * run["final_val_top1"] for run in self.runs]
 
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its ``confidence`` interval (t distribution); NaN width for one value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    sem = statistics.stdev(values) / math.sqrt(len(values))
-    return mean, float(student_t.ppf(0.5 + confidence / 2, len(values) - 1)) * sem
+    @property
+    def top1_by_seed(self) -> dict[int, float]:
+        """Final validation top-1 (%) keyed by seed."""
+        return {run["seed"]: 100 * run["final_val_top1"] for run in self.runs}
 
 
 def _rows(results: Sequence[ModelResult]) -> list[list[str]]:
@@ -85,14 +83,54 @@ NOTE = (
 HEADER = ["model", "top-1 % (mean ± 95% CI)", "seeds", "params (M)", "GMACs", "images/s"]
 
 
+PAIRED_NOTE = (
+    "Paired by seed: runs with the same seed share the data order and augmentation. Difference: "
+    "model minus baseline in top-1 points, mean over seeds ± its 95% CI (t distribution); "
+    "wins/losses: seeds where the model is higher/lower; p: two-sided paired t-test."
+)
+PAIRED_HEADER = ["model", "baseline", "difference (points)", "wins / losses of seeds", "p"]
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def format_table(results: Sequence[ModelResult]) -> str:
     """The comparison as a Markdown table."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
-    return "\n".join(lines)
+    return _markdown_table(HEADER, _rows(results))
 
 
-def write_report(results: Sequence[ModelResult], out_dir: str | Path, *, title: str, recipe: str) -> Path:
+def _paired_rows(results: Sequence[ModelResult], pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
+    by_label = {result.label: result for result in results}
+    rows = []
+    for treatment, control in pairs:
+        diff = paired_difference(by_label[treatment].top1_by_seed, by_label[control].top1_by_seed)
+        rows.append(
+            [
+                treatment,
+                control,
+                f"{diff.mean:+.2f}" + ("" if math.isnan(diff.half_width) else f" ± {diff.half_width:.2f}"),
+                f"{diff.wins} / {diff.losses} of {diff.seeds}",
+                "n/a" if math.isnan(diff.p_value) else f"{diff.p_value:.3f}",
+            ]
+        )
+    return rows
+
+
+def format_paired_table(results: Sequence[ModelResult], pairs: Sequence[tuple[str, str]]) -> str:
+    """Per-seed differences ``(model, baseline)`` of ``pairs`` as a Markdown table."""
+    return _markdown_table(PAIRED_HEADER, _paired_rows(results, pairs))
+
+
+def write_report(
+    results: Sequence[ModelResult],
+    out_dir: str | Path,
+    *,
+    title: str,
+    recipe: str,
+    pairs: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Writes ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path.
 
     Args:
@@ -100,7 +138,12 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, *, title: 
         out_dir: the comparison's directory.
         title: the report's heading (data set and models).
         recipe: one line describing the training recipe, shown under the title and in the plots.
+        pairs: ``(model, baseline)`` labels compared seed by seed; none: no paired section.
     """
+    labels = {result.label for result in results}
+    for pair in pairs:
+        if len(pair) != 2 or not set(pair) <= labels:
+            raise ValueError(f"pairs must be (model, baseline) labels among {sorted(labels)}, got {pair!r}")
     out_dir = Path(out_dir)
     _plot_curves(results, out_dir / "val_top1_per_epoch.png", recipe)
     _plot_accuracy_vs_params(results, out_dir / "top1_vs_params.png", recipe)
@@ -117,6 +160,7 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, *, title: 
             f"Recipe: {recipe}",
             NOTE,
             format_table(results),
+            *(["## Paired by seed", PAIRED_NOTE, format_paired_table(results, pairs)] if pairs else []),
             "![validation top-1 per epoch](val_top1_per_epoch.png)",
             "![top-1 vs parameters](top1_vs_params.png)",
             "## Runs",
@@ -126,12 +170,19 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, *, title: 
     md_path = out_dir / "report.md"
     atomic_write(md_path, lambda file: file.write((markdown + "\n").encode()))
     atomic_write(
-        out_dir / "report.html", lambda file: file.write(_html(results, title, recipe, per_seed).encode())
+        out_dir / "report.html",
+        lambda file: file.write(_html(results, title, recipe, per_seed, pairs).encode()),
     )
     return md_path
 
 
-def _html(results: Sequence[ModelResult], title: str, recipe: str, per_seed: list[str]) -> str:
+def _html(
+    results: Sequence[ModelResult],
+    title: str,
+    recipe: str,
+    per_seed: list[str],
+    pairs: Sequence[tuple[str, str]],
+) -> str:
     def table(header: list[str], rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -146,6 +197,12 @@ def _html(results: Sequence[ModelResult], title: str, recipe: str, per_seed: lis
         f"<h1>{html.escape(title)}</h1><p>Recipe: {html.escape(recipe)}</p>"
         f"<p>{html.escape(NOTE)}</p>"
         + table(HEADER, _rows(results))
+        + (
+            f"<h2>Paired by seed</h2><p>{html.escape(PAIRED_NOTE)}</p>"
+            + table(PAIRED_HEADER, _paired_rows(results, pairs))
+            if pairs
+            else ""
+        )
         + "<p><img src='val_top1_per_epoch.png' alt='validation top-1 per epoch'>"
         "<img src='top1_vs_params.png' alt='top-1 vs parameters'></p><h2>Runs</h2>"
         + table(["model", "seed", "final top-1 %", "best top-1 % (epoch)", "run"], seed_rows)

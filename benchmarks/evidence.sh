@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The experiments of docs/results.md (issue #8), each one `awconv` command; this script only names them.
+#
+#   bash benchmarks/evidence.sh EXPERIMENT [EXPERIMENT ...]
+#
+# EXPERIMENT: mnist5k, digits, ablation, finetune, detection, or all (in that order). Every
+# experiment writes under runs/evidence/<experiment>/; finished runs are reused, so a stopped
+# experiment continues where it stopped and a second call only rewrites the reports (and
+# re-measures throughput: run it on a quiet machine for the images/s columns). One CPU thread per
+# process; two experiments can run side by side on a 2-core machine. Run times on this project's
+# 2-core CPU: mnist5k 40 min, digits 20 min, ablation 30 min, finetune 5 min, detection 30 min.
+set -euo pipefail
+
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/evidence}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+AWCONV=("$PY" -m awconv)
+CPU=(--workers 0 --accelerator cpu --no-progress)
+SIX=(resnet20_cifar seresnet20_cifar cbamresnet20_cifar aw_resnet20_cifar aw_seresnet20_cifar aw_cbamresnet20_cifar)
+# Each AW variant against its own baseline, paired by seed: the paper's "AW adds" claims.
+PAIRS=(--pair aw_resnet20_cifar resnet20_cifar --pair aw_seresnet20_cifar seresnet20_cifar
+       --pair aw_cbamresnet20_cifar cbamresnet20_cifar --pair seresnet20_cifar resnet20_cifar
+       --pair cbamresnet20_cifar resnet20_cifar)
+MNIST=(--data mnist5k --image-size 16 --epochs 3 --batch-size 64 --optimizer sgd --lr 0.1 --weight-decay 5e-4
+       --schedule cosine --warmup-epochs 0.3)
+DIGITS=(--data digits --epochs 6 --batch-size 64 --optimizer sgd --lr 0.1 --weight-decay 5e-4
+        --schedule cosine --warmup-epochs 0.5)
+
+mnist5k() {
+    "${AWCONV[@]}" compare "${MNIST[@]}" --models "${SIX[@]}" --seeds 0 1 2 3 4 "${PAIRS[@]}" "${CPU[@]}" \
+        --out "$OUT/mnist5k"
+}
+
+digits() {
+    "${AWCONV[@]}" compare "${DIGITS[@]}" --models "${SIX[@]}" --seeds 0 1 2 3 4 "${PAIRS[@]}" "${CPU[@]}" \
+        --out "$OUT/digits"
+}
+
+# One change at a time from aw_resnet20_cifar (full generator, tanh gate, kernel pool, reduction 16,
+# min_hidden 8, every stage). At ResNet-20's widths (16/32/64) min_hidden 8 makes reductions 16 and
+# 32 equal, so the reduction series sets min_hidden=1. The plain and default-AW runs are digits'.
+ABLATION=(
+    resnet20_cifar aw_resnet20_cifar
+    aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4
+    aw_resnet20_cifar:gate=sigmoid aw_resnet20_cifar:gate=none aw_resnet20_cifar:pool=global
+    aw_resnet20_cifar:reduction=4,min_hidden=1 aw_resnet20_cifar:reduction=16,min_hidden=1
+    aw_resnet20_cifar:reduction=32,min_hidden=1 "aw_resnet20_cifar:aw_stages=[2,3]"
+)
+ablation() {
+    mkdir -p "$OUT/ablation/runs"
+    for model in resnet20_cifar aw_resnet20_cifar; do  # reuse the digits runs of seeds 0-2
+        for seed in 0 1 2; do
+            if [[ -d "$OUT/digits/runs/$model/seed$seed" && ! -e "$OUT/ablation/runs/$model/seed$seed" ]]; then
+                mkdir -p "$OUT/ablation/runs/$model"
+                ln -s "$(realpath "$OUT/digits/runs/$model/seed$seed")" "$OUT/ablation/runs/$model/seed$seed"
+            fi
+        done
+    done
+    local pairs=()
+    for model in "${ABLATION[@]:2}"; do pairs+=(--pair "$model" aw_resnet20_cifar); done
+    "${AWCONV[@]}" compare "${DIGITS[@]}" --models "${ABLATION[@]}" --seeds 0 1 2 "${pairs[@]}" "${CPU[@]}" \
+        --out "$OUT/ablation"
+}
+
+# Train plain ResNet-20 (mnist5k's seed-0 run), then fine-tune it as it is and converted to AW
+# (the AW model is the plain one converted by awconv.convert, filled with the plain weights; its
+# attention starts at zero, so both start as the same function), 1 epoch at a tenth of the rate.
+finetune() {
+    local plain="$OUT/mnist5k/runs/resnet20_cifar/seed0/model.safetensors"
+    [[ -f "$plain" ]] || "${AWCONV[@]}" train resnet20_cifar "${MNIST[@]}" --seed 0 "${CPU[@]}" \
+        --out "$OUT/mnist5k/runs/resnet20_cifar/seed0"
+    "${AWCONV[@]}" compare --data mnist5k --image-size 16 --epochs 1 --batch-size 64 --optimizer sgd --lr 0.01 \
+        --weight-decay 5e-4 --schedule cosine --pretrained "$plain" --models resnet20_cifar aw_resnet20_cifar \
+        --seeds 0 1 2 3 4 "${CPU[@]}" --out "$OUT/finetune"
+}
+
+# Plain vs AW ResNet-18-FPN Faster R-CNN on the shapes set of `make demo-detect`, 3 seeds, two
+# runs side by side (one thread each); then the report with mean ± 95% CI and the paired difference.
+DET="$OUT/detection"
+DET_ARGS=(--min-size 96 --max-size 96 --epochs 5 --milestones 4 --batch-size 4 --lr 0.02 --warmup-iters 20
+    --detector-arg box_batch_size_per_image=64 --detector-arg rpn_pre_nms_top_n_train=600
+    --detector-arg rpn_post_nms_top_n_train=300 --detector-arg rpn_pre_nms_top_n_test=300
+    --detector-arg rpn_post_nms_top_n_test=100
+    --data "coco:$DET/shapes/train,$DET/shapes/annotations/instances_train.json"
+    --val-data "coco:$DET/shapes/val,$DET/shapes/annotations/instances_val.json")
+detect_run() {  # MODEL SEED: train unless finished, resume if interrupted
+    local run="$DET/runs/$1/seed$2" resume=()
+    [[ -f "$run/metrics.json" ]] && return 0
+    [[ -f "$run/checkpoints/last.ckpt" ]] && resume=(--resume)
+    "${AWCONV[@]}" detect train --model "$1" --seed "$2" "${DET_ARGS[@]}" "${CPU[@]}" --out "$run" "${resume[@]}" \
+        > "$run.log" 2>&1
+}
+detection() {
+    [[ -d "$DET/shapes" ]] || "${AWCONV[@]}" make-shapes "$DET/shapes" --images 160 --size 96 --seed 0
+    mkdir -p "$DET/runs/fasterrcnn_resnet18_fpn" "$DET/runs/fasterrcnn_aw_resnet18_fpn"
+    for seed in 0 1 2; do
+        detect_run fasterrcnn_resnet18_fpn "$seed" & local plain=$!
+        detect_run fasterrcnn_aw_resnet18_fpn "$seed" & local aw=$!
+        wait "$plain" && wait "$aw"
+    done
+    "${AWCONV[@]}" detect report "$DET"/runs/fasterrcnn_resnet18_fpn/seed{0,1,2} \
+        "$DET"/runs/fasterrcnn_aw_resnet18_fpn/seed{0,1,2} --images 4 --out "$DET/report" \
+        --data "coco:$DET/shapes/val,$DET/shapes/annotations/instances_val.json"
+}
+
+[[ $# -gt 0 ]] || { sed -n 2,11p "$0"; exit 2; }
+for experiment in "$@"; do
+    case "$experiment" in
+        mnist5k | digits | ablation | finetune | detection) "$experiment" ;;
+        all) mnist5k; digits; ablation; finetune; detection ;;
+        *) echo "unknown experiment '$experiment'; expected mnist5k, digits, ablation, finetune, detection or all" >&2
+           exit 2 ;;
+    esac
+done
