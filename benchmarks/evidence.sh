@@ -62,11 +62,12 @@ ablation() {
         --out "$OUT/ablation"
 }
 
-# Train plain ResNet-20 (mnist5k's seed-0 run), then fine-tune it as it is and converted to AW
-# (the AW model is the plain one converted by awconv.convert, filled with the plain weights; its
-# attention starts at zero, so both start as the same function), 1 epoch at a tenth of the rate.
+# Take the trained plain ResNet-20 (the last checkpoint of mnist5k's seed-0 run), then fine-tune it
+# as it is and converted to AW (the AW model is the plain one converted by awconv.convert, filled
+# with the plain weights; its attention starts at zero, so both start as the same function),
+# 1 epoch at a tenth of the rate.
 finetune() {
-    local plain="$OUT/mnist5k/runs/resnet20_cifar/seed0/model.safetensors"
+    local plain="$OUT/mnist5k/runs/resnet20_cifar/seed0/checkpoints/last.ckpt"
     [[ -f "$plain" ]] || "${AWCONV[@]}" train resnet20_cifar "${MNIST[@]}" --seed 0 "${CPU[@]}" \
         --out "$OUT/mnist5k/runs/resnet20_cifar/seed0"
     "${AWCONV[@]}" compare --data mnist5k --image-size 16 --epochs 1 --batch-size 64 --optimizer sgd --lr 0.01 \

@@ -46,7 +46,9 @@ block, the middle one of a bottleneck); the stem, 1×1 convolutions, shortcuts a
 inside SE/CBAM stay plain. SE and CBAM are timm's modules after the last BN of each residual
 branch. The `aw_*` models take the `AWConv2d` options through `create_model`, e.g.
 `timm.create_model("aw_resnet50", generator="lowrank", rank=4)` or
-`awconv profile aw_resnet50 --model-arg generator=lowrank --model-arg rank=4`.
+`awconv profile aw_resnet50 --model-arg generator=lowrank --model-arg rank=4`. `aw_stages`
+limits AW to some stages (1-based, as in `layer<k>`): `create_model("aw_resnet50", aw_stages=[3, 4])`,
+or `"aw_resnet50:aw_stages=[3,4]"` in `awconv compare --models`.
 
 The small-image ResNets follow He et al. (2016, section 4.2): a 3×3 stem with 16 channels, no
 max-pool, three stages of 16, 32 and 64 channels, parameter-free (option A) shortcuts; pass

@@ -43,12 +43,16 @@ def aw_conv2d_reference(
     return torch.cat(outputs)
 
 
-def attention_reference(layer, x: Tensor) -> Tensor:
+GATES = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
+
+
+def attention_reference(layer, x: Tensor, *, gate: str | None = None) -> Tensor:
     """The generator's attention recomputed in float64 from its parameters, step by step.
 
     Args:
         layer: an ``AWConv2d``.
         x: (N, C1, H, W).
+        gate: the gate to apply instead of the layer's; ``"none"`` gives the logits.
 
     Returns:
         (N, C2, C1/g, kh, kw) in float64.
@@ -72,8 +76,7 @@ def attention_reference(layer, x: Tensor) -> Tensor:
         u = pointwise(gen.pointconv2, hidden).reshape(n, c2, gen.rank, ph, pw)
         v = pointwise(gen.pointconv2_in, hidden).reshape(n, gen.rank, c1g, ph, pw)
         logits = (u.unsqueeze(3) * v.unsqueeze(1)).sum(dim=2)
-    gate = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}[gen.gate]
-    return gate(logits).expand(n, c2, c1g, kh, kw)
+    return GATES[gate or gen.gate](logits).expand(n, c2, c1g, kh, kw)
 
 
 def aw_layer_reference(layer, x: Tensor) -> Tensor:
