@@ -210,6 +210,16 @@ def _targets(ops: Sequence[OperatorResult], models: Sequence[ModelResult]) -> st
             _status(not slower) if cases else "—",
         )
     )
+    lowrank_cases = [r for r in cases if "aw lowrank1" in r.ms]
+    if lowrank_cases:
+        faster = sum(r.ms["aw lowrank1"] < r.ms["condconv"] for r in lowrank_cases)
+        rows.append(
+            (
+                "(not a target) AW layer (lowrank, rank 1) faster than CondConv2d",
+                f"faster in {faster} of {len(lowrank_cases)}",
+                "—",
+            )
+        )
     rows.append(("GPU target", "not measurable: this machine has no GPU", "—"))
     lines = ["| target | measured | result |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from bench_levers import LeverResult, format_levers_table
 from bench_models import bench_model, format_model_table
 from bench_operator import (
     METHODS,
@@ -72,9 +73,10 @@ def operator_results():
 def test_operator_benchmark_measures_every_method(operator_results):
     for result in operator_results:
         assert set(result.ms) == set(METHODS) == set(result.peak_bytes)
-        assert all(ms > 0 for ms in result.ms.values()) and result.floor_ms > 0
+        assert all(ms > 0 for ms in result.ms.values()) and result.floor_ms > 0 and result.head_ms > 0
         assert result.attention_bytes == 2 * 4 * 4 * 9 * 4
     assert "| 2 | 4@6 |" in format_time_table(operator_results)
+    assert "aw full / (plain+floor+head)" in format_time_table(operator_results)
     assert "| 2 | 4@6 |" in format_memory_table(operator_results)
     assert profile_layer(Shape(4, 6, 2), 2, "forward+backward", count=3)
 
@@ -85,7 +87,15 @@ def test_model_benchmark_and_document(operator_results):
     assert "(1.00×)" in format_model_table(models, baseline="resnet18")
     keys = ("cpu", "cores", "torch threads", "allocator", "python", "torch", "timm", "awconv", "date", "load")
     info = dict.fromkeys(keys, "x")
-    text = _document(
-        True, info, info, {}, 1.0, operator_results, models, [("layer", [("aten::mm", 1.0, 50.0)])]
+    levers = format_levers_table(
+        [
+            LeverResult("baseline", 10.0, 5.0),
+            LeverResult("bf16 autocast", 20.0, 4.0),
+            LeverResult("x", None, None, "E"),
+        ]
     )
+    assert "| bf16 autocast | 20.00 | 4.00 | 0.20 | 0.80× |" in levers and "| x | failed: E |" in levers
+    profiles = [("layer", [("aten::mm", 1.0, 50.0)])]
+    text = _document(True, info, info, {}, 1.0, operator_results, models, profiles, levers)
     assert "## Targets (issue #6)" in text and "not measured in this run" in text
+    assert "## Levers, one at a time" in text and "## Code levers measured over issue #6" in text

@@ -114,6 +114,10 @@ def train_classifier(
     )
     info = datamodule.data
     module = _module(config, info)
+    # Seed again once the model is built, so that the data order and augmentation depend on the
+    # seed alone, not on how many random numbers the model's initialisation drew: runs of two
+    # models with one seed then see the same batches, which is what pairing them by seed relies on.
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     check_run_dir(run_dir, 2 * checkpoint_bytes(module.model))
     trainer = build_trainer(
         run_dir,

@@ -113,6 +113,9 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         milestones=config.milestones,
         gamma=config.gamma,
     )
+    # Seed again once the model is built: the data order and augmentation then depend on the seed
+    # alone, so runs of two detectors with one seed see the same batches (pairing by seed).
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     run_dir = Path(config.run_dir)
     check_run_dir(run_dir, 2 * checkpoint_bytes(module.model))
     trainer = build_trainer(
