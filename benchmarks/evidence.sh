@@ -76,7 +76,8 @@ finetune() {
 }
 
 # Plain vs AW ResNet-18-FPN Faster R-CNN on the shapes set of `make demo-detect`, 3 seeds, two
-# runs side by side (one thread each); then the report with mean ± 95% CI and the paired difference.
+# runs side by side (one thread each); then the report on the last checkpoints (no choice of epoch
+# on the validation set) with mean ± 95% CI over seeds and the paired difference.
 DET="$OUT/detection"
 DET_ARGS=(--min-size 96 --max-size 96 --epochs 5 --milestones 4 --batch-size 4 --lr 0.02 --warmup-iters 20
     --detector-arg box_batch_size_per_image=64 --detector-arg rpn_pre_nms_top_n_train=600
@@ -100,7 +101,7 @@ detection() {
         wait "$plain" && wait "$aw"
     done
     "${AWCONV[@]}" detect report "$DET"/runs/fasterrcnn_resnet18_fpn/seed{0,1,2} \
-        "$DET"/runs/fasterrcnn_aw_resnet18_fpn/seed{0,1,2} --images 4 --out "$DET/report" \
+        "$DET"/runs/fasterrcnn_aw_resnet18_fpn/seed{0,1,2} --checkpoint last --images 4 --out "$DET/report" \
         --data "coco:$DET/shapes/val,$DET/shapes/annotations/instances_val.json"
 }
 

@@ -236,12 +236,18 @@ def _plot_curves(results: Sequence[ModelResult], path: Path, recipe: str) -> Non
 
 def _plot_accuracy_vs_params(results: Sequence[ModelResult], path: Path, recipe: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-    for result in results:
+    markers = "osD^vP*Xh<>p"
+    for index, result in enumerate(results):  # a legend, not annotations: models of equal size overlap
         mean, half = mean_ci(result.top1)
-        ax.errorbar(result.params / 1e6, mean, yerr=0 if math.isnan(half) else half, fmt="o", capsize=4)
-        ax.annotate(
-            result.label, (result.params / 1e6, mean), textcoords="offset points", xytext=(5, 5), fontsize=8
+        ax.errorbar(
+            result.params / 1e6,
+            mean,
+            yerr=0 if math.isnan(half) else half,
+            fmt=markers[index % len(markers)],
+            capsize=4,
+            label=result.label,
         )
+    ax.legend(fontsize=7, loc="best")
     ax.set(xlabel="parameters (millions)", ylabel="final validation top-1 (%), mean ± 95% CI")
     ax.set_title(f"Accuracy vs parameters\n{recipe}", fontsize=9)
     ax.grid(alpha=0.3)
