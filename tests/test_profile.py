@@ -78,10 +78,19 @@ def test_formats() -> None:
         ("rank=4", ("rank", 4)),
         ("drop_rate=0.1", ("drop_rate", 0.1)),
         ("generator=lowrank", ("generator", "lowrank")),
+        ("aw_stages=[2,3]", ("aw_stages", [2, 3])),
     ],
 )
 def test_parse_model_arg(text: str, expected: tuple) -> None:
     assert parse_model_arg(text) == expected
+
+
+def test_list_valued_model_args_are_counted_and_cached() -> None:
+    """``aw_stages=[2, 3]`` (a list) keys the count cache; fewer AW stages, fewer parameters."""
+    everywhere = profile_model("aw_resnet20_cifar", img_size=8)
+    limited = profile_model("aw_resnet20_cifar", img_size=8, aw_stages=[2, 3])
+    assert limited.params < everywhere.params and limited.macs < everywhere.macs
+    assert profile_model("aw_resnet20_cifar", img_size=8, aw_stages=(2, 3)).params == limited.params
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,13 @@ def plain_baseline(name: str) -> str | None:
 
 def _count(name: str, img_size: int | None, batch_size: int, model_kwargs: dict[str, Any]):
     """(params, macs, input_size) of one forward pass in eval mode, on fake tensors."""
-    return _count_cached(name, img_size, batch_size, tuple(sorted(model_kwargs.items())))
+    key = tuple(sorted((k, _hashable(v)) for k, v in model_kwargs.items()))
+    return _count_cached(name, img_size, batch_size, key)
+
+
+def _hashable(value: Any) -> Any:
+    """Lists (``aw_stages=[3, 4]``) as tuples, so the arguments can key the cache."""
+    return tuple(map(_hashable, value)) if isinstance(value, (list, tuple)) else value
 
 
 @functools.lru_cache(maxsize=64)

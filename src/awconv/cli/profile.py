@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from awconv.cli import CliError
+from awconv.engine.compare import parse_value
 from awconv.profiling import FORMATS, format_profiles, profile_model
 
 __all__ = ["add_parser", "parse_model_arg", "run"]
 
 
-def parse_model_arg(text: str) -> tuple[str, int | float | str]:
-    """``KEY=VALUE`` -> ``(key, value)``, the value as an int, else a float, else a string."""
+def parse_model_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(key, value)``, the value parsed as in ``train`` (JSON, else a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise CliError(f"--model-arg must look like KEY=VALUE, got {text!r}")
-    for convert in (int, float):
-        try:
-            return key, convert(value)
-        except ValueError:
-            pass
-    return key, value
+    return key, parse_value(value)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
