@@ -92,6 +92,18 @@ def test_wrapped_and_module_prefixed_checkpoints(plain: nn.Module, tmp_path: Pat
     torch.testing.assert_close(model.conv1.weight, plain.conv1.weight)
 
 
+def test_a_training_run_checkpoint_fills_an_aw_model(plain: nn.Module, tmp_path: Path) -> None:
+    """``awconv train`` saves Lightning checkpoints: the network's tensors under ``state_dict`` as
+    ``model.<name>``; ``--pretrained runs/x/checkpoints/last.ckpt`` must fill a model from one."""
+    state = {f"model.{k}": v for k, v in plain.state_dict().items()}
+    path = _save({"state_dict": state, "epoch": 3, "optimizer_states": []}, tmp_path / "last.ckpt")
+    model = timm.create_model("aw_resnet18").eval()
+    result = load_pretrained(model, path)
+    assert len(result.matched) == len(state) and all(".generator." in key for key in result.new)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(model(x), plain.eval()(x))
+
+
 def test_shape_mismatch_names_key_and_shapes(tmp_path: Path) -> None:
     path = _save(_torchvision_resnet18(num_classes=10).state_dict(), tmp_path / "ten.pth")
     model = timm.create_model("resnet18")

@@ -63,8 +63,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 
     Args:
         path: a ``.safetensors`` file, or a ``torch.save`` file read with ``weights_only=True``;
-            a dict wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped and a
-            ``module.`` prefix (DataParallel/DDP) is removed.
+            a dict wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped, a
+            ``module.`` prefix (DataParallel/DDP) is removed, and so is a ``model.`` prefix that every
+            name carries (the network of an ``awconv train`` checkpoint, ``checkpoints/*.ckpt``).
 
     Returns:
         Tensor name -> tensor, on the CPU.
@@ -81,7 +82,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"checkpoint {str(path)!r} must hold a state dict of tensors (optionally under "
             f"{' or '.join(repr(k) for k in _WRAPPER_KEYS)}), got {type(state).__name__}"
         )
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if all(key.startswith("model.") for key in state):  # an awconv/Lightning run's checkpoint
+        state = {key.removeprefix("model."): value for key, value in state.items()}
+    return state
 
 
 def load_weights_file(path: str | os.PathLike, map_location: Any = "cpu") -> object:
