@@ -8,7 +8,7 @@
 # experiment continues where it stopped and a second call only rewrites the reports (and
 # re-measures throughput: run it on a quiet machine for the images/s columns). One CPU thread per
 # process; two experiments can run side by side on a 2-core machine. Run times on this project's
-# 2-core CPU: mnist5k 40 min, digits 20 min, ablation 30 min, finetune 5 min, detection 30 min.
+# 2-core CPU: mnist5k 40 min, digits 20 min, ablation 30 min, finetune 20 min, detection 30 min.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -64,15 +64,16 @@ ablation() {
 
 # Take the trained plain ResNet-20 (the last checkpoint of mnist5k's seed-0 run), then fine-tune it
 # as it is and converted to AW (the AW model is the plain one converted by awconv.convert, filled
-# with the plain weights; its attention starts at zero, so both start as the same function),
-# 1 epoch at a tenth of the rate.
+# with the plain weights; its attention starts at zero, so both start as the same function):
+# 1 epoch at a tenth of the rate, and 3 epochs at half of it.
 finetune() {
     local plain="$OUT/mnist5k/runs/resnet20_cifar/seed0/checkpoints/last.ckpt"
     [[ -f "$plain" ]] || "${AWCONV[@]}" train resnet20_cifar "${MNIST[@]}" --seed 0 "${CPU[@]}" \
         --out "$OUT/mnist5k/runs/resnet20_cifar/seed0"
-    "${AWCONV[@]}" compare --data mnist5k --image-size 16 --epochs 1 --batch-size 64 --optimizer sgd --lr 0.01 \
-        --weight-decay 5e-4 --schedule cosine --pretrained "$plain" --models resnet20_cifar aw_resnet20_cifar \
-        --seeds 0 1 2 3 4 "${CPU[@]}" --out "$OUT/finetune"
+    local common=(--data mnist5k --image-size 16 --batch-size 64 --optimizer sgd --weight-decay 5e-4
+        --schedule cosine --pretrained "$plain" --models resnet20_cifar aw_resnet20_cifar --seeds 0 1 2 3 4)
+    "${AWCONV[@]}" compare "${common[@]}" --epochs 1 --lr 0.01 "${CPU[@]}" --out "$OUT/finetune"
+    "${AWCONV[@]}" compare "${common[@]}" --epochs 3 --lr 0.05 "${CPU[@]}" --out "$OUT/finetune_long"
 }
 
 # Plain vs AW ResNet-18-FPN Faster R-CNN on the shapes set of `make demo-detect`, 3 seeds, two
