@@ -21,7 +21,7 @@ from awconv.engine.classification import TrainConfig, train_classifier
 from awconv.engine.classifier import create_classifier
 from awconv.engine.history import read_history
 from awconv.engine.measure import measure_throughput
-from awconv.engine.report import ModelResult, format_paired_table, format_table, write_report
+from awconv.engine.report import ModelResult, check_pairs, format_paired_table, format_table, write_report
 from awconv.engine.trainer import last_checkpoint
 from awconv.profiling import profile_model
 
@@ -79,12 +79,8 @@ def compare_classifiers(
         )
     if len(set(models)) != len(models) or len(set(seeds)) != len(seeds):
         raise ValueError(f"models and seeds must not repeat, got models={list(models)}, seeds={list(seeds)}")
-    pairs = [(model, models[0]) for model in models[1:]] if pairs is None else [tuple(p) for p in pairs]
-    for pair in pairs:
-        if len(pair) != 2 or not set(pair) <= set(models) or pair[0] == pair[1]:
-            raise ValueError(
-                f"pairs must name two different models of --models {list(models)}, got {list(pair)}"
-            )
+    # Checked here, before hours of training, as well as when the report is written.
+    pairs = check_pairs([(m, models[0]) for m in models[1:]] if pairs is None else pairs, models)
     out_dir = Path(out_dir)
     specs = [parse_model_spec(m) for m in models]
     data = build_classification_data(recipe.data, image_size=recipe.image_size)

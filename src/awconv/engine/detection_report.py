@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -14,7 +13,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.utils import draw_bounding_boxes
 
 from awconv.engine.detection import METRIC_NAMES
-from awconv.engine.statistics import mean_ci, paired_difference
+from awconv.engine.statistics import format_mean_ci, mean_ci, paired_difference
 
 __all__ = [
     "DetectionRun",
@@ -55,8 +54,7 @@ def format_seed_summary(runs: Sequence[DetectionRun]) -> str:
         return ""
 
     def cell(values: Sequence[float]) -> str:
-        mean, half = mean_ci([100 * v for v in values])
-        return f"{mean:.1f}" + ("" if math.isnan(half) else f" ± {half:.1f}")
+        return format_mean_ci(*mean_ci([100 * v for v in values]), 1)
 
     lines = ["| model | seeds | AP | AP50 |", "|---|---|---|---|"]
     for model, seeds in by_model.items():
@@ -74,10 +72,7 @@ def format_seed_summary(runs: Sequence[DetectionRun]) -> str:
             {s: 100 * m["AP"] for s, m in by_model[model].items()},
             {s: 100 * m["AP"] for s, m in by_model[baseline].items()},
         )
-        interval = "" if math.isnan(diff.half_width) else f" ± {diff.half_width:.1f}"
-        p_value = "n/a" if math.isnan(diff.p_value) else f"{diff.p_value:.3f}"
-        record = f"{diff.wins} / {diff.losses} of {diff.seeds}"
-        lines.append(f"| {model} | {diff.mean:+.1f}{interval} | {record} | {p_value} |")
+        lines.append("| " + " | ".join([model, *diff.cells(1)]) + " |")
     return "\n".join(lines)
 
 

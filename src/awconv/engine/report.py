@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from awconv.engine.checkpoint import atomic_write
-from awconv.engine.statistics import mean_ci, paired_difference
+from awconv.engine.statistics import format_mean_ci, mean_ci, paired_difference
 
-__all__ = ["ModelResult", "format_paired_table", "format_table", "write_report"]
+__all__ = ["ModelResult", "check_pairs", "format_paired_table", "format_table", "write_report"]
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _rows(results: Sequence[ModelResult]) -> list[list[str]]:
         rows.append(
             [
                 result.label,
-                f"{mean:.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:.2f}",
+                format_mean_ci(mean, half, 2),
                 str(len(result.runs)),
                 f"{result.params / 1e6:.3f}",
                 f"{result.gmacs:.4f}",
@@ -101,20 +101,26 @@ def format_table(results: Sequence[ModelResult]) -> str:
     return _markdown_table(HEADER, _rows(results))
 
 
+def check_pairs(pairs: Sequence[Sequence[str]], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """``pairs`` as ``(model, baseline)`` tuples; each must name two different models of ``labels``.
+
+    Raises:
+        ValueError: naming the first bad pair.
+    """
+    for pair in pairs:
+        if len(pair) != 2 or not set(pair) <= set(labels) or pair[0] == pair[1]:
+            raise ValueError(
+                f"pairs must name two different models of --models {list(labels)}, got {list(pair)}"
+            )
+    return [(model, baseline) for model, baseline in pairs]
+
+
 def _paired_rows(results: Sequence[ModelResult], pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
     by_label = {result.label: result for result in results}
     rows = []
     for treatment, control in pairs:
         diff = paired_difference(by_label[treatment].top1_by_seed, by_label[control].top1_by_seed)
-        rows.append(
-            [
-                treatment,
-                control,
-                f"{diff.mean:+.2f}" + ("" if math.isnan(diff.half_width) else f" ± {diff.half_width:.2f}"),
-                f"{diff.wins} / {diff.losses} of {diff.seeds}",
-                "n/a" if math.isnan(diff.p_value) else f"{diff.p_value:.3f}",
-            ]
-        )
+        rows.append([treatment, control, *diff.cells(2)])
     return rows
 
 
@@ -140,10 +146,7 @@ def write_report(
         recipe: one line describing the training recipe, shown under the title and in the plots.
         pairs: ``(model, baseline)`` labels compared seed by seed; none: no paired section.
     """
-    labels = {result.label for result in results}
-    for pair in pairs:
-        if len(pair) != 2 or not set(pair) <= labels:
-            raise ValueError(f"pairs must be (model, baseline) labels among {sorted(labels)}, got {pair!r}")
+    pairs = check_pairs(pairs, [result.label for result in results])
     out_dir = Path(out_dir)
     _plot_curves(results, out_dir / "val_top1_per_epoch.png", recipe)
     _plot_accuracy_vs_params(results, out_dir / "top1_vs_params.png", recipe)

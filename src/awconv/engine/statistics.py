@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from scipy.stats import t as student_t
 
-__all__ = ["PairedDifference", "mean_ci", "paired_difference"]
+__all__ = ["PairedDifference", "format_mean_ci", "mean_ci", "paired_difference"]
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -19,6 +19,12 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
         return mean, math.nan
     sem = statistics.stdev(values) / math.sqrt(len(values))
     return mean, float(student_t.ppf(0.5 + confidence / 2, len(values) - 1)) * sem
+
+
+def format_mean_ci(mean: float, half_width: float, digits: int, sign: bool = False) -> str:
+    """``"mean ± half"`` with ``digits`` decimals, or just the mean when the width is NaN (one value)."""
+    text = f"{mean:{'+' if sign else ''}.{digits}f}"
+    return text if math.isnan(half_width) else f"{text} ± {half_width:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,14 @@ class PairedDifference:
     losses: int
     seeds: int
     p_value: float
+
+    def cells(self, digits: int) -> tuple[str, str, str]:
+        """Table cells: the signed difference ± its interval, ``"wins / losses of seeds"`` and p."""
+        return (
+            format_mean_ci(self.mean, self.half_width, digits, sign=True),
+            f"{self.wins} / {self.losses} of {self.seeds}",
+            "n/a" if math.isnan(self.p_value) else f"{self.p_value:.3f}",
+        )
 
 
 def paired_difference(treatment: Mapping[int, float], control: Mapping[int, float]) -> PairedDifference:
