@@ -33,8 +33,8 @@ from bench_peers import CondConvLayer, ODConv2d
 from bench_timing import median_ms, peak_memory_bytes, top_ops
 from torch import Tensor, nn
 
-from awconv.functional import aw_conv2d
 from awconv.layers import AWConv2d
+from awconv.ops import aw_conv2d
 
 __all__ = [
     "METHODS",

@@ -5,9 +5,9 @@ Importing this package registers the ResNet families of ``awconv.models`` with t
 """
 
 from awconv.convert import convert
-from awconv.functional import aw_conv2d
 from awconv.layers import AttentionGenerator, AWConv2d
 from awconv.models import load_pretrained
+from awconv.ops import aw_conv2d, aw_conv2d_fused
 
-__all__ = ["AWConv2d", "AttentionGenerator", "aw_conv2d", "convert", "load_pretrained"]
+__all__ = ["AWConv2d", "AttentionGenerator", "aw_conv2d", "aw_conv2d_fused", "convert", "load_pretrained"]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from awconv.cli.train import add_data_arguments, add_recipe_arguments, recipe_from_args
-from awconv.engine.compare import compare_classifiers
+from awconv.engine.classification import compare_classifiers
 
 __all__ = ["add_parser"]
 

@@ -12,15 +12,15 @@ from pathlib import Path
 from awconv.cli import CliError
 from awconv.data.coco import parse_coco_spec
 from awconv.detection import list_detectors
-from awconv.engine.compare import parse_value
-from awconv.engine.detection_report import (
+from awconv.engine.detection import DetectionConfig, evaluate_detector, load_detector, train_detector
+from awconv.engine.detection.report import (
     DetectionRun,
     format_map_table,
     format_seed_summary,
     predict_images,
     write_detection_report,
 )
-from awconv.engine.detection_run import DetectionConfig, evaluate_detector, load_detector, train_detector
+from awconv.engine.options import parse_key_values
 from awconv.engine.trainer import PRECISIONS
 
 __all__ = ["add_parser"]
@@ -137,16 +137,6 @@ def _add_report(actions: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_report)
 
 
-def _key_values(items: list[str], option: str) -> dict:
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"{option} expects KEY=VALUE, got {item!r}")
-        values[key] = parse_value(value)
-    return values
-
-
 def _train(args: argparse.Namespace) -> int:
     if args.model not in list_detectors():
         raise CliError(
@@ -159,8 +149,8 @@ def _train(args: argparse.Namespace) -> int:
         train=train,
         val=val,
         run_dir=args.out or f"runs/{args.model}",
-        model_kwargs=_key_values(args.model_arg, "--model-arg"),
-        detector_kwargs=_key_values(args.detector_arg, "--detector-arg"),
+        model_kwargs=parse_key_values(args.model_arg, "--model-arg"),
+        detector_kwargs=parse_key_values(args.detector_arg, "--detector-arg"),
         pretrained_backbone=args.pretrained_backbone,
         freeze=args.freeze,
         trainable_layers=args.trainable_layers,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from awconv.cli.train import add_data_arguments, parse_model_args
+from awconv.cli.train import add_data_arguments
 from awconv.engine.classification import evaluate_classifier
+from awconv.engine.options import parse_key_values
 
 __all__ = ["add_parser"]
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.weights,
         args.data,
-        model_kwargs=parse_model_args(args.model_arg),
+        model_kwargs=parse_key_values(args.model_arg, "--model-arg"),
         batch_size=args.batch_size,
         image_size=args.image_size,
         workers=4 if args.workers is None else args.workers,

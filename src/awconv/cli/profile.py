@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from awconv.cli import CliError
-from awconv.engine.compare import parse_value
+from awconv.engine.options import parse_key_values
 from awconv.profiling import FORMATS, format_profiles, profile_model
 
-__all__ = ["add_parser", "parse_model_arg", "run"]
-
-
-def parse_model_arg(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` -> ``(key, value)``, the value parsed as in ``train`` (JSON, else a string)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CliError(f"--model-arg must look like KEY=VALUE, got {text!r}")
-    return key, parse_value(value)
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Profiles every model and prints the table; returns the exit status."""
-    model_kwargs = dict(parse_model_arg(text) for text in args.model_arg)
+    model_kwargs = parse_key_values(args.model_arg, "--model-arg")
     profiles = [
         profile_model(name, img_size=args.img_size, batch_size=args.batch_size, **model_kwargs)
         for name in args.models

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from awconv.engine.classification import TrainConfig, train_classifier
-from awconv.engine.compare import parse_value
 from awconv.engine.optim import OPTIMIZERS, SCHEDULES
+from awconv.engine.options import parse_key_values
 from awconv.engine.trainer import PRECISIONS
 
-__all__ = ["add_data_arguments", "add_parser", "add_recipe_arguments", "parse_model_args", "recipe_from_args"]
+__all__ = ["add_data_arguments", "add_parser", "add_recipe_arguments", "recipe_from_args"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -90,17 +90,6 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_model_args(items: list[str]) -> dict:
-    """``["k=v", ...]`` -> ``{"k": parsed v}``."""
-    kwargs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-arg expects KEY=VALUE, got '{item}'")
-        kwargs[key] = parse_value(value)
-    return kwargs
-
-
 def recipe_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
     """A ``TrainConfig`` from parsed arguments (``None``: the default); ``fields`` override the rest."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -130,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         config = _resumed_config(args, Path(run_dir))
     else:
-        config = recipe_from_args(args, model_kwargs=parse_model_args(args.model_arg), run_dir=run_dir)
+        config = recipe_from_args(
+            args, model_kwargs=parse_key_values(args.model_arg, "--model-arg"), run_dir=run_dir
+        )
     summary = train_classifier(config)
     if summary:
         print(

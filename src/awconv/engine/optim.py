@@ -3,16 +3,25 @@
 - ``param_groups``: weight decay on weights only, none on norms, biases and other 1-D parameters.
 - ``build_optimizer``: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``.
 - ``build_scheduler``: ``"cosine"`` or ``"step"`` with a linear warm-up, stepped every iteration.
+- ``warmup_multistep``: the detection schedule, a linear warm-up and decays at milestones.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "param_groups"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "build_optimizer",
+    "build_scheduler",
+    "param_groups",
+    "warmup_multistep",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step")
@@ -73,5 +82,33 @@ def build_scheduler(
             return gamma ** (step // step_every)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_multistep(
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    warmup_factor: float,
+    milestones: Sequence[int],
+    gamma: float,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration lr factor: linear from ``warmup_factor`` to 1, times ``gamma`` per milestone passed.
+
+    Args:
+        optimizer: its groups' ``lr`` is the base learning rate.
+        warmup_steps: iterations of warm-up.
+        warmup_factor: the factor at iteration 0.
+        milestones: iterations after which the factor is multiplied by ``gamma``.
+        gamma: the decay factor.
+    """
+    steps = sorted(milestones)
+
+    def factor(step: int) -> float:
+        warmup = 1.0
+        if step < warmup_steps:
+            warmup = warmup_factor + (1 - warmup_factor) * step / warmup_steps
+        return warmup * gamma ** sum(step >= milestone for milestone in steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

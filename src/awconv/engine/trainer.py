@@ -1,8 +1,9 @@
 """A Lightning ``Trainer`` and its run directory, shared by every training engine.
 
-``build_trainer(run_dir, ...)`` wires devices, precision, DDP, gradient clipping, atomic
-checkpoints (last and best), CSV and TensorBoard logs, a progress bar and the per-epoch history
-into one ``Trainer``. Any ``LightningModule`` that logs the metric named by ``monitor`` can use it.
+``build_trainer(run_dir, ...)`` checks that the run directory can hold the run, then wires
+devices, precision, DDP, gradient clipping, atomic checkpoints (last and best), CSV and TensorBoard
+logs, a progress bar and the per-epoch history into one ``Trainer``. Any ``LightningModule`` that
+logs the metric named by ``monitor`` can use it; ``resume_checkpoint`` says where its run continues.
 
 A run directory holds::
 
@@ -44,6 +45,7 @@ __all__ = [
     "check_run_dir",
     "checkpoint_bytes",
     "last_checkpoint",
+    "resume_checkpoint",
     "write_json",
 ]
 
@@ -56,6 +58,7 @@ PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 def build_trainer(
     run_dir: str | Path,
     *,
+    model: torch.nn.Module,
     max_epochs: int,
     monitor: str,
     mode: str = "max",
@@ -73,7 +76,8 @@ def build_trainer(
     """A ``Trainer`` writing checkpoints, logs and history under ``run_dir``.
 
     Args:
-        run_dir: the run directory (created).
+        run_dir: the run directory (created, and checked for room for ``model``'s checkpoints).
+        model: the network trained, whose checkpoints the run directory must hold.
         max_epochs: epochs to train.
         monitor: the logged metric that picks ``best.ckpt``.
         mode: ``"max"`` or ``"min"`` for ``monitor``.
@@ -97,6 +101,7 @@ def build_trainer(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     run_dir = Path(run_dir)
+    check_run_dir(run_dir, 2 * checkpoint_bytes(model))
     distributed = devices > 1 or num_nodes > 1
     checkpoints = run_dir / "checkpoints"
     all_callbacks: list[Callback] = [
@@ -186,6 +191,31 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     """``run_dir/checkpoints/last.ckpt`` if it exists."""
     path = Path(run_dir) / "checkpoints" / "last.ckpt"
     return path if path.is_file() else None
+
+
+def resume_checkpoint(run_dir: str | Path, resume: str | None) -> Path | None:
+    """The checkpoint a run continues from, or None for a fresh run.
+
+    Args:
+        run_dir: the run directory.
+        resume: ``None`` (start afresh), ``"last"`` (``run_dir``'s last checkpoint) or a checkpoint path.
+
+    Raises:
+        ValueError: a fresh run in a directory that already holds checkpoints.
+        FileNotFoundError: the checkpoint to resume from does not exist.
+    """
+    run_dir = Path(run_dir)
+    if resume is None:
+        if last_checkpoint(run_dir) is not None:
+            raise ValueError(
+                f"run directory '{run_dir}' already holds checkpoints: resume it or choose another "
+                "run directory"
+            )
+        return None
+    path = last_checkpoint(run_dir) if resume == "last" else Path(resume)
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at '{path or run_dir / 'checkpoints' / 'last.ckpt'}'")
+    return path
 
 
 def write_json(path: str | Path, content: Any) -> None:

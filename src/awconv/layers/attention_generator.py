@@ -121,7 +121,7 @@ class AttentionGenerator(nn.Module):
 
     @torch.jit.unused
     def logit_factors(self, x: Tensor) -> tuple[Tensor, ...]:
-        """The small tensors ``awconv.fused.aw_conv2d_fused`` makes the attention from.
+        """The small tensors ``awconv.ops.aw_conv2d_fused`` makes the attention from.
 
         Args:
             x: (N, C1, H, W).

@@ -4,7 +4,7 @@ Paper: Zhu et al., "An Attention Module for Convolutional Neural Networks" (arXi
 For every sample an ``AttentionGenerator`` computes an attention tensor ``A`` with the shape of
 the weights, and the layer convolves with ``(1 + A) * weight``. Pointconv2 starts at zero, so a
 fresh layer, or one built with ``AWConv2d.from_conv``, computes exactly its plain convolution.
-The forward pass runs ``awconv.fused.aw_conv2d_fused``, which generates the attention inside the
+The forward pass runs ``awconv.ops.aw_conv2d_fused``, which generates the attention inside the
 convolution's autograd function and never stores it; ``layer.attention(x)`` returns it.
 
 ``AWConv2d`` has the constructor head, the ``weight``/``bias`` parameters and the state-dict keys
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from awconv.functional import IMPLS, _pair, resolve_padding
-from awconv.fused import aw_conv2d_fused
 from awconv.layers.attention_generator import AttentionGenerator
+from awconv.ops import IMPLS, aw_conv2d_fused
+from awconv.ops.geometry import resolve_padding, to_pair
 
 __all__ = ["PADDING_MODES", "AWConv2d"]
 
@@ -94,15 +94,15 @@ class AWConv2d(nn.Module):
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = to_pair(kernel_size, "kernel_size")
+        self.stride = to_pair(stride, "stride")
+        self.dilation = to_pair(dilation, "dilation")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
             raise ValueError(
                 f"kernel_size, stride and dilation must be positive, got {kernel_size!r}, "
                 f"{stride!r} and {dilation!r}"
             )
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
+        self.padding = padding if isinstance(padding, str) else to_pair(padding, "padding")
         # (left, right, top, bottom), applied by the layer before the convolution.
         self._pads = resolve_padding(padding, self.kernel_size, self.stride, self.dilation)
         self.groups = groups

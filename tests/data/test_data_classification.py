@@ -1,0 +1,130 @@
+"""Classification data sets: layouts, formats, splits and clear errors on bad input."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_data import make_cifar, make_image_folder
+
+from awconv.data.classification import build_classification_data
+
+
+def test_image_folder_sizes_labels_and_transforms(tmp_path: Path) -> None:
+    data = build_classification_data(f"imagefolder:{make_image_folder(tmp_path)}", image_size=8)
+    assert (len(data.train), len(data.val), data.num_classes, data.in_chans) == (8, 4, 2, 3)
+    assert data.classes == ("a", "b")
+    image, label = data.val[3]
+    assert image.shape == (3, 8, 8) and image.dtype == torch.float32 and label == 1
+
+
+def test_image_folder_skips_non_image_files_with_a_warning(tmp_path: Path, caplog) -> None:
+    root = make_image_folder(tmp_path)
+    (root / "train" / "a" / "notes.txt").write_text("not an image")
+    (root / "train" / "a" / "9.png").write_bytes(b"corrupt")
+    with caplog.at_level(logging.WARNING):
+        data = build_classification_data(f"imagefolder:{root}", image_size=8)
+        assert len(data.train) == 9
+        images = [data.train[i][0] for i in range(len(data.train))]
+    assert "notes.txt" in caplog.text and "9.png" in caplog.text
+    assert all(image.shape == (3, 8, 8) for image in images)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda root: root / "missing", FileNotFoundError, "does not exist"),
+        (lambda root: root, FileNotFoundError, "train"),
+        (lambda root: _empty_class(root), ValueError, "holds no image files"),
+        (lambda root: _val_class_missing(root), ValueError, "differ"),
+    ],
+    ids=["missing-dir", "no-train-split", "empty-class", "val-classes-differ"],
+)
+def test_image_folder_bad_layouts_raise_clear_errors(tmp_path: Path, make, error, match) -> None:
+    with pytest.raises(error, match=match):
+        build_classification_data(f"imagefolder:{make(tmp_path)}")
+
+
+def _empty_class(root: Path) -> Path:
+    make_image_folder(root)
+    (root / "train" / "c").mkdir()
+    (root / "val" / "c").mkdir()
+    return root
+
+
+def _val_class_missing(root: Path) -> Path:
+    make_image_folder(root)
+    for file in (root / "val" / "b").iterdir():
+        file.unlink()
+    (root / "val" / "b").rmdir()
+    return root
+
+
+@pytest.mark.parametrize("spec", ["nosuchdata", "imagefolder", "mnist5k:x", "cifar:"])
+def test_unknown_or_malformed_data_spec(spec: str) -> None:
+    with pytest.raises(ValueError, match="data"):
+        build_classification_data(spec)
+
+
+def test_cifar10_python_batches(tmp_path: Path) -> None:
+    data = build_classification_data(f"cifar:{make_cifar(tmp_path)}")
+    assert (len(data.train), len(data.val), data.num_classes, data.in_chans, data.image_size) == (
+        32,
+        16,
+        10,
+        3,
+        32,
+    )
+    assert data.train[0][0].shape == (3, 32, 32)
+    assert data.classes[3] == "class3"
+
+
+def test_cifar100_layout_in_its_subfolder(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 6), ("test", 4)):
+        batch = {b"data": rng.integers(0, 255, (count, 3072), dtype=np.uint8), b"fine_labels": [1] * count}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"x", b"y"]}))
+    data = build_classification_data(f"cifar:{tmp_path}", image_size=16)
+    assert (len(data.train), len(data.val), data.num_classes) == (6, 4, 2)
+    assert data.val[0][0].shape == (3, 16, 16)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar_loader_refuses_code_in_pickles(tmp_path: Path) -> None:
+    root = make_cifar(tmp_path)
+    (root / "test_batch").write_bytes(pickle.dumps({b"data": _Exploit(), b"labels": []}))
+    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.print"):
+        build_classification_data(f"cifar:{root}")
+
+
+def test_cifar_folder_without_meta(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a CIFAR"):
+        build_classification_data(f"cifar:{tmp_path}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "sizes", "side"), [("digits", (1437, 360), 8), ("mnist5k", (4000, 1000), 28)]
+)
+def test_small_sets_fixed_stratified_split(spec: str, sizes: tuple[int, int], side: int) -> None:
+    data = build_classification_data(spec)
+    again = build_classification_data(spec)
+    assert (len(data.train), len(data.val)) == sizes
+    assert (data.num_classes, data.in_chans, data.image_size) == (10, 1, side)
+    assert torch.equal(data.val.labels, again.val.labels) and torch.equal(data.val.images, again.val.images)
+    everything = torch.cat([data.train.labels, data.val.labels])
+    expected = torch.bincount(everything, minlength=10) * len(data.val) / len(everything)
+    assert (torch.bincount(data.val.labels, minlength=10) - expected).abs().max() <= 1  # stratified
+    image, _ = data.val[0]
+    assert image.shape == (1, side, side)
+    assert build_classification_data(spec, image_size=12).train[0][0].shape == (1, 12, 12)
