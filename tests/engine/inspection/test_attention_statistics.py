@@ -17,7 +17,7 @@ from torch import nn
 
 from awconv import convert
 from awconv.engine.inspection import attention_statistics
-from awconv.engine.inspection.statistics import (
+from awconv.engine.inspection.layer_statistics import (
     GATE_BOUNDS,
     HISTOGRAM_BINS,
     SATURATION_MARGIN,

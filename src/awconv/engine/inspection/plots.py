@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
-from awconv.engine.inspection.statistics import GATE_BOUNDS, SATURATION_MARGIN, LayerStatistics
+from awconv.engine.inspection.layer_statistics import GATE_BOUNDS, SATURATION_MARGIN, LayerStatistics
 
 __all__ = [
     "plot_attention_images",

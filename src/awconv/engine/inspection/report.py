@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from awconv.engine.checkpoint import atomic_write
+from awconv.engine.inspection.layer_statistics import SATURATION_MARGIN, InspectionResult, LayerStatistics
 from awconv.engine.inspection.plots import (
     plot_attention_images,
     plot_kernel_distances,
@@ -22,7 +23,6 @@ from awconv.engine.inspection.plots import (
     plot_modulation_histograms,
     plot_spectra,
 )
-from awconv.engine.inspection.statistics import SATURATION_MARGIN, InspectionResult, LayerStatistics
 
 __all__ = ["DEFINITIONS", "write_inspection_report"]
 
@@ -283,7 +283,7 @@ def write_inspection_report(
         classes: class names, index = label, for the drawn images.
     """
     out_dir = Path(out_dir)
-    (out_dir / "attention").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     layers = result.layers
     figure_title = ", ".join(
         f"{k} {v}" for k, v in configuration.items() if k in ("model", "data", "weights")

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Subset
 from awconv.data.classification import build_classification_data
 from awconv.engine.checkpoint import load_weights
 from awconv.engine.classification.module import create_classifier
+from awconv.engine.inspection.layer_statistics import InspectionResult
 from awconv.engine.inspection.report import write_inspection_report
-from awconv.engine.inspection.statistics import InspectionResult, attention_statistics
+from awconv.engine.inspection.statistics import attention_statistics
 
 __all__ = ["inspect_classifier"]
 
