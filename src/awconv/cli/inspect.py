@@ -46,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--draw", type=int, default=3, help="images whose attention is drawn per layer (default 3)"
     )
     parser.add_argument(
-        "--spectrum-images", type=int, default=256, help="images in the spectrum's sample (default 256)"
+        "--spectrum-images",
+        type=int,
+        default=256,
+        help="size of the random sample of images for the spectrum (default 256)",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     parser.set_defaults(func=run)

@@ -17,6 +17,7 @@ from torch import nn
 
 from awconv import convert
 from awconv.engine.inspection import attention_statistics
+from awconv.engine.inspection.accumulator import Reservoir
 from awconv.engine.inspection.layer_statistics import (
     GATE_BOUNDS,
     HISTOGRAM_BINS,
@@ -100,7 +101,7 @@ def _expected(
     )
     expected["class_share"] = between / ((tracked - tracked.mean(0)) ** 2).sum()
     expected["class_share_chance"] = (len(classes) - 1) / (n - 1)
-    sample = tracked[: options["spectrum_images"]]
+    sample = tracked[options["spectrum_indices"]]
     singular = np.linalg.svd(sample - sample.mean(0), compute_uv=False)
     spectrum = np.zeros(len(sample))
     spectrum[: len(singular)] = _shares(singular**2)
@@ -110,10 +111,7 @@ def _expected(
     expected["directions_99"] = int(np.argmax(np.cumsum(spectrum) >= 0.99)) + 1
     for key, tensor in (("matrix", attention), ("deviation", residual)):
         matrices = [
-            tensor[i, :, :, a, b]
-            for i in range(options["matrix_images"])
-            for a in range(kh)
-            for b in range(kw)
+            tensor[i, :, :, a, b] for i in options["matrix_indices"] for a in range(kh) for b in range(kw)
         ]
         energies = [np.linalg.svd(m, compute_uv=False) ** 2 for m in matrices]
         total = sum(e.sum() for e in energies)
@@ -186,6 +184,10 @@ def test_statistics_equal_a_float64_numpy_computation() -> None:
     result = attention_statistics(model, batches, images=14, max_positions=10_000, **options)
     labels = torch.cat([b[1] for b in batches])[:14].numpy()
     attention = _reference_attention(model, batches, 14)
+    # uniform random samples of the 14 images, the same for every layer, not simply the first ones
+    for indices, size in ((result.spectrum_indices, 9), (result.matrix_indices, 4)):
+        assert len(set(indices)) == size and max(indices) < 14 and sorted(indices) != list(range(size))
+    options |= {"spectrum_indices": result.spectrum_indices, "matrix_indices": result.matrix_indices}
     assert [layer.name for layer in result.layers] == ["aw1", "aw2", "aw3"]
     assert result.images == 14 and result.class_counts == np.bincount(labels).tolist()
     assert [len(layer.drawn) for layer in result.layers] == [2, 2, 2]
@@ -197,9 +199,8 @@ def test_statistics_equal_a_float64_numpy_computation() -> None:
     assert first.saturated_low > 0 and first.saturated_high > 0  # the test reaches the gate's bounds
     assert 0.05 < first.class_share < 0.95 and first.image_share > 0.01
     assert result.layers[1].tap_share == pytest.approx(0, abs=1e-9)  # global pool: the same for every tap
-    assert result.layers[1].within_image_std["taps"] == pytest.approx(
-        0, abs=1e-7
-    )  # float64 cancellation, sqrt(eps)
+    # zero up to float64 cancellation in E[A^2] - E[mean^2], whose square root is ~1e-8
+    assert result.layers[1].within_image_std["taps"] == pytest.approx(0, abs=1e-7)
     with torch.no_grad():
         logits = model(torch.cat([b[0] for b in batches])[:14])
     assert result.top1 == pytest.approx((logits.argmax(1).numpy() == labels).mean())
@@ -211,6 +212,8 @@ def test_large_layers_track_a_random_subset_of_positions() -> None:
     result = attention_statistics(model, batches, max_positions=50, **options)
     labels = torch.cat([b[1] for b in batches]).numpy()
     attention = _reference_attention(model, batches, 15)
+    assert sorted(result.spectrum_indices) == sorted(result.matrix_indices) == list(range(15))
+    options |= {"spectrum_indices": result.spectrum_indices, "matrix_indices": result.matrix_indices}
     for stats in result.layers:
         tracked = stats.tracked_positions
         assert tracked is not None and len(np.unique(tracked)) == 50 and tracked.max() < np.prod(stats.shape)
@@ -259,6 +262,8 @@ def test_bad_options_and_models_without_aw_layers(kwargs, match) -> None:
         attention_statistics(model, batches, **kwargs)
     with pytest.raises(ValueError, match="has no AWConv2d layer"):
         attention_statistics(nn.Sequential(nn.Conv2d(1, 1, 3)), batches)
+    with pytest.raises(ValueError, match="class indices >= 0, got shape \\(5,\\) with minimum -1"):
+        attention_statistics(model, [(batches[0][0], batches[0][1] - 1)])
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (32, 8), (3, 2)])
@@ -275,3 +280,23 @@ def test_gaussian_reference_matches_an_independent_simulation(shape) -> None:
     assert reference[1] < reference[4]
     if min(shape) <= 4:
         assert reference[4] == pytest.approx(1.0)
+
+
+def test_reservoir_keeps_a_uniform_sample_whatever_the_batches() -> None:
+    def kept(batch_sizes, seed):
+        reservoir, assigned = Reservoir(3, seed), []
+        for size in batch_sizes:
+            slots = reservoir.assign(size)
+            taken = slots[slots >= 0].tolist()
+            assert len(taken) == len(set(taken))  # one image per slot and batch
+            assigned.append(slots)
+        # the slots handed out, the last one winning, are where the kept images lie
+        final = {slot: position for position, slot in enumerate(torch.cat(assigned).tolist()) if slot >= 0}
+        assert [final[slot] for slot in range(3)] == reservoir.indices
+        return reservoir.indices
+
+    assert kept([10], 0) == kept([3, 7], 0) == kept([1] * 10, 0)
+    counts = np.zeros(10)
+    for seed in range(1000):
+        counts[kept([4, 6], seed)] += 1
+    np.testing.assert_allclose(counts / 1000, 0.3, atol=0.05)  # each image kept with probability 3/10

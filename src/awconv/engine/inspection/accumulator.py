@@ -2,12 +2,15 @@
 
 The sums run in float64 over chunks of at most ``CHUNK_VALUES`` attention values; the per-class sums
 and the spectrum's sample cover a fixed random subset of positions for layers larger than
-``max_positions``; the first images' attention is kept for the per-image matrices and drawing.
+``max_positions``. The spectrum's and the per-image matrices' images are uniform random samples of
+the stream (``Reservoir``, chosen once for all layers), so the order of the loader does not bias
+them; the drawn images are the first ones.
 """
 
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import torch
@@ -25,9 +28,42 @@ from awconv.engine.inspection.layer_statistics import (
 )
 from awconv.layers import AWConv2d
 
-__all__ = ["CHUNK_VALUES", "LayerAccumulator"]
+__all__ = ["CHUNK_VALUES", "LayerAccumulator", "Reservoir"]
 
 CHUNK_VALUES = 1 << 21  # attention values processed at once in float64 (16 MB)
+
+
+class Reservoir:
+    """Which images a uniform random sample of at most ``size`` images of a stream keeps.
+
+    Vitter's algorithm R with a seeded generator. The driver assigns the slots once per batch and
+    every layer stores its values in them, so all layers keep the same images.
+
+    Attributes:
+        indices: per slot, the stream position (0-based) of the image it holds.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.random = random.Random(seed)
+        self.indices: list[int] = []
+        self.seen = 0
+
+    def assign(self, count: int) -> Tensor:
+        """The slot of each of the next ``count`` images, -1 for those not kept: (count,) int64."""
+        slots = torch.full((count,), -1, dtype=torch.int64)
+        for k in range(count):
+            position = self.seen + k
+            slot = position if position < self.size else self.random.randint(0, position)
+            if slot < self.size:
+                slots[slots == slot] = -1  # a later image of the batch replaces an earlier one
+                slots[k] = slot
+                if slot == len(self.indices):
+                    self.indices.append(position)
+                else:
+                    self.indices[slot] = position
+        self.seen += count
+        return slots
 
 
 class LayerAccumulator:
@@ -76,27 +112,41 @@ class LayerAccumulator:
         tracked_size = self.size if self.tracked is None else len(self.tracked)
         self.class_sum = torch.zeros(0, tracked_size, **f64)
         self.class_count = torch.zeros(0, **f64)
-        self.sample: list[Tensor] = []
+        self.sample: Tensor | None = None  # (spectrum_images, tracked positions) float32, by slot
         self.sample_rows = 0
         self.distances: list[Tensor] = []
         self.weight = layer.weight.detach().double().flatten()
-        self.matrices: list[Tensor] = []
+        self.matrices: Tensor | None = None  # (matrix_images, C2, C1/g, kh, kw) float64, by slot
         self.matrix_rows = 0
         self.drawn: list[Tensor] = []
         self.drawn_labels: list[int] = []
 
-    def update(self, x: Tensor, labels: Tensor) -> None:
-        """x: (B, C1, H, W), the layer's input; labels: (B,) int64."""
+    def update(self, x: Tensor, labels: Tensor, spectrum_slots: Tensor, matrix_slots: Tensor) -> None:
+        """Adds a batch.
+
+        Args:
+            x: (B, C1, H, W), the layer's input.
+            labels: (B,) int64.
+            spectrum_slots, matrix_slots: (B,) int64, each image's slot in the spectrum's and the
+                matrices' sample (``Reservoir.assign``), -1 for none.
+        """
         if x.shape[0] != labels.shape[0]:
             raise RuntimeError(
                 f"AW layer '{self.name}' saw {x.shape[0]} images for a batch of {labels.shape[0]}: "
                 "inspection needs every AW layer to run once per image"
             )
         chunk = max(1, CHUNK_VALUES // self.size)
-        for part, part_labels in zip(x.split(chunk), labels.split(chunk), strict=True):
-            self._add(self.layer.attention(part), part_labels)
+        parts = zip(
+            x.split(chunk),
+            labels.split(chunk),
+            spectrum_slots.split(chunk),
+            matrix_slots.split(chunk),
+            strict=True,
+        )
+        for part, part_labels, part_spectrum, part_matrix in parts:
+            self._add(self.layer.attention(part), part_labels, part_spectrum, part_matrix)
 
-    def _add(self, attention32: Tensor, labels: Tensor) -> None:
+    def _add(self, attention32: Tensor, labels: Tensor, spectrum_slots: Tensor, matrix_slots: Tensor) -> None:
         """attention32: (B, C2, C1/g, kh, kw), the layer's dtype; sums run in float64."""
         modulation = 1 + attention32.flatten(1).float()  # binning and extremes need no float64
         low, high = self.bounds or UNBOUNDED_RANGE
@@ -130,14 +180,19 @@ class LayerAccumulator:
             self.class_count = torch.cat([self.class_count, self.class_count.new_zeros(grow)])
         self.class_sum.index_add_(0, labels, tracked)
         self.class_count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
-        if self.sample_rows < self.spectrum_images:
-            kept = tracked[: self.spectrum_images - self.sample_rows].float()
-            self.sample.append(kept)
-            self.sample_rows += len(kept)
+        kept = spectrum_slots >= 0
+        if kept.any():
+            if self.sample is None:
+                self.sample = tracked.new_empty(self.spectrum_images, tracked.shape[1], dtype=torch.float32)
+            self.sample[spectrum_slots[kept]] = tracked[kept].float()
+            self.sample_rows = max(self.sample_rows, int(spectrum_slots.max()) + 1)
         self.distances.append((flat * self.weight).norm(dim=1) / self.weight.norm())
-        if self.matrix_rows < self.matrix_images:
-            self.matrices.append(attention[: self.matrix_images - self.matrix_rows])
-            self.matrix_rows += len(self.matrices[-1])
+        kept = matrix_slots >= 0
+        if kept.any():
+            if self.matrices is None:
+                self.matrices = attention.new_empty(self.matrix_images, *self.shape)
+            self.matrices[matrix_slots[kept]] = attention[kept]
+            self.matrix_rows = max(self.matrix_rows, int(matrix_slots.max()) + 1)
         if len(self.drawn) < self.draw:
             take = self.draw - len(self.drawn)
             self.drawn.extend(attention[:take].float().cpu())
@@ -177,7 +232,9 @@ class LayerAccumulator:
         between_ss = float((class_means_ss - n * tracked_mean.square()).clamp_min(0).sum())
         classes = int(present.sum())
         spectrum = self._spectrum()
-        matrices = torch.cat(self.matrices) if self.matrices else mean.new_zeros(0, *self.shape)
+        matrices = (
+            mean.new_zeros(0, *self.shape) if self.matrices is None else self.matrices[: self.matrix_rows]
+        )
         matrix_energy, matrix_rank = self._matrix_ranks(matrices)
         deviation_energy, deviation_rank = self._matrix_ranks(matrices - mean.reshape(self.shape))
         cumulative = np.cumsum(spectrum)
@@ -235,7 +292,7 @@ class LayerAccumulator:
         """Variance shares of the directions of the centred sample, from its Gram matrix."""
         if self.sample_rows < 2:
             return np.zeros(0)
-        sample = torch.cat(self.sample).double()
+        sample = self.sample[: self.sample_rows].double()
         centred = sample - sample.mean(0)
         eigenvalues = torch.linalg.eigvalsh(centred @ centred.T).flip(0).clamp_min(0)
         total = float(eigenvalues.sum())

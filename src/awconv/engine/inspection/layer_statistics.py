@@ -100,10 +100,10 @@ class LayerStatistics:
         spectrum: variance shares of the directions over images, descending (sums to 1).
         effective_rank: exp(entropy) of ``spectrum``; ``directions_90``, ``directions_99``: the
             fewest directions holding 90% / 99% of the variance.
-        spectrum_images: images in the spectrum's sample (the first ones).
+        spectrum_images: images in the spectrum's sample (a uniform random sample of the stream).
         tracked_positions: (M,) flat positions used by ``class_share`` and the spectrum, or ``None``
             for all of them.
-        matrix_images: the first images whose per-tap matrices are decomposed.
+        matrix_images: images (a uniform random sample) whose per-tap matrices are decomposed.
         matrix_energy: {R: share of ||A_n[:, :, tap]||^2 kept by its best rank-R approximation},
             over ``matrix_images`` images and every tap.
         matrix_effective_rank: mean effective rank of those C2 x C1/g matrices.
@@ -189,6 +189,8 @@ class InspectionResult:
             output is not (N, classes) logits).
         options: the sample sizes used (``draw``, ``spectrum_images``, ``max_positions``,
             ``matrix_images``).
+        spectrum_indices, matrix_indices: the stream positions (0-based) of the images in the
+            spectrum's and the per-image matrices' samples.
     """
 
     layers: list[LayerStatistics]
@@ -196,3 +198,5 @@ class InspectionResult:
     class_counts: list[int]
     top1: float | None = None
     options: dict[str, int] = field(default_factory=dict)
+    spectrum_indices: list[int] = field(default_factory=list)
+    matrix_indices: list[int] = field(default_factory=list)

@@ -133,7 +133,9 @@ def plot_layer_profile(layers: Sequence[LayerStatistics], path: str | Path, *, t
     line(rank_ax, [s.directions_90 for s in layers], "directions for 90% of the variance")
     line(rank_ax, [s.directions_99 for s in layers], "directions for 99% of the variance")
     line(rank_ax, [s.hidden * s.pooled_taps for s in layers], "hidden values d x P", "--")
-    rank_ax.set(ylabel="directions", title=f"Spectrum over the first {layers[0].spectrum_images} images")
+    rank_ax.set(
+        ylabel="directions", title=f"Spectrum over a random sample of {layers[0].spectrum_images} images"
+    )
     rank_ax.set_yscale("log")
     rank_ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     rank_ax.yaxis.set_major_formatter(ScalarFormatter())
@@ -160,7 +162,7 @@ def plot_layer_profile(layers: Sequence[LayerStatistics], path: str | Path, *, t
     matrix_ax.set(
         ylabel="energy kept by the best rank-R matrix (%)",
         ylim=(-3, 103),
-        title=f"Each image's C2 x C1/g matrix per tap ({layers[0].matrix_images} images): lowrank enough?",
+        title=f"Each image's C2 x C1/g matrix per tap ({layers[0].matrix_images} random images): low rank?",
     )
     for ax in axes.flat:
         ax.grid(alpha=0.3)
@@ -190,7 +192,7 @@ def plot_spectra(layers: Sequence[LayerStatistics], path: str | Path, *, title: 
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    spectrum = f"Spectrum of the centred attention over the first {layers[0].spectrum_images} images"
+    spectrum = f"Spectrum of the centred attention over a random sample of {layers[0].spectrum_images} images"
     ax.set_title(_wrap(f"{title}\n{spectrum}", 100), fontsize=9)
     _save(fig, path)
 

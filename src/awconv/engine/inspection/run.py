@@ -85,8 +85,8 @@ def inspect_classifier(
         "data": f"{data} at {info.image_size} px, validation split",
         "images": f"{result.images} of {len(info.val)}, drawn at random with seed {seed}",
         "top-1 on these images": "n/a" if result.top1 is None else f"{100 * result.top1:.2f}%",
-        "spectrum": f"the first {result.layers[0].spectrum_images} images",
-        "per-image matrices": f"the first {result.layers[0].matrix_images} images",
+        "spectrum": f"a random sample of {result.layers[0].spectrum_images} of these images",
+        "per-image matrices": f"a random sample of {result.layers[0].matrix_images} of these images",
     }
     path = write_inspection_report(
         result,

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from awconv.engine.inspection.accumulator import LayerAccumulator
+from awconv.engine.inspection.accumulator import LayerAccumulator, Reservoir
 from awconv.engine.inspection.layer_statistics import InspectionResult
 from awconv.layers import AWConv2d
 
@@ -60,11 +60,13 @@ def attention_statistics(
             ``awconv.convert``), on the device it should run on.
         loader: batches ``(images (B, C, H, W), labels (B,) int64)``.
         images: stop after this many images (``None``: the whole loader).
-        draw: images whose full attention is kept for drawing.
-        spectrum_images: the first images form the sample whose spectrum is computed.
+        draw: the first images, whose full attention is kept for drawing.
+        spectrum_images: the size of the uniform random sample of images (the same for every
+            layer) whose spectrum is computed.
         max_positions: layers with more weight positions track a fixed random subset of this many
             for the class statistics and the spectrum.
-        matrix_images: images whose per-tap attention matrices are decomposed.
+        matrix_images: the size of the random sample of images whose per-tap attention matrices are
+            decomposed.
 
     Returns:
         The statistics of every AW layer.
@@ -101,10 +103,11 @@ def attention_statistics(
         for name, layer in layers
     ]
     device = next(model.parameters()).device
-    batch_labels: list[Tensor] = []
+    spectrum_sample, matrix_sample = Reservoir(spectrum_images, seed=0), Reservoir(matrix_images, seed=1)
+    batch: list[Tensor] = []  # this batch's labels and sample slots, read by the hooks
 
     def hook(accumulator: LayerAccumulator):
-        return lambda module, inputs, output: accumulator.update(inputs[0], batch_labels[0])
+        return lambda module, inputs, output: accumulator.update(inputs[0], *batch)
 
     handles = [
         layer.register_forward_hook(hook(acc)) for (_, layer), acc in zip(layers, accumulators, strict=True)
@@ -120,7 +123,12 @@ def attention_statistics(
             take = len(labels) if images is None else min(len(labels), images - seen)
             batch_images = batch_images[:take].to(device)
             labels = torch.as_tensor(labels[:take], dtype=torch.int64).to(device)
-            batch_labels[:] = [labels]
+            if labels.dim() != 1 or (take and int(labels.min()) < 0):
+                raise ValueError(
+                    f"loader labels must be (B,) class indices >= 0, got shape {tuple(labels.shape)}"
+                    + (f" with minimum {int(labels.min())}" if labels.numel() else "")
+                )
+            batch[:] = [labels, *(r.assign(take).to(device) for r in (spectrum_sample, matrix_sample))]
             output = model(batch_images)
             if isinstance(output, Tensor) and output.dim() == 2 and output.shape[0] == take:
                 correct += int((output.argmax(1) == labels).sum())
@@ -142,4 +150,6 @@ def attention_statistics(
         class_counts=class_counts.tolist(),
         top1=correct / seen if logits_ok else None,
         options=options,
+        spectrum_indices=spectrum_sample.indices,
+        matrix_indices=matrix_sample.indices,
     )
