@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint demo demo-detect clean
+.PHONY: install test test-all lint data demo demo-detect clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,24 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+# Fashion-MNIST (issue 17) from Debian's dataset-fashion-mnist package: apt-get as root; otherwise
+# apt-get download + dpkg -x into $(DATA_CACHE), which `--data fashion-mnist` also searches.
+FASHION_MNIST := usr/share/datasets/fashion-mnist
+SYSTEM_DATA ?= /
+DATA_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/awconv
+AS_ROOT ?= $(shell [ "$$(id -u)" = 0 ] && echo yes)
+data:
+	@for dir in $(SYSTEM_DATA)$(FASHION_MNIST) $(DATA_CACHE)/$(FASHION_MNIST); do \
+		[ -f $$dir/t10k-labels-idx1-ubyte.gz ] && { echo "Fashion-MNIST is in $$dir"; exit 0; }; \
+	done; \
+	if [ "$(AS_ROOT)" = yes ]; then \
+		apt-get install -y dataset-fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; }; \
+	else \
+		tmp=$$(mktemp -d) && (cd $$tmp && apt-get download dataset-fashion-mnist) && mkdir -p $(DATA_CACHE) && \
+		dpkg -x $$tmp/dataset-fashion-mnist_*.deb $(DATA_CACHE) && rm -rf $$tmp && \
+		echo "Fashion-MNIST is in $(DATA_CACHE)/$(FASHION_MNIST)"; \
+	fi
 
 # The README's demo: six ResNet-20 variants x 2 seeds on MNIST 5k, about 10 min on 2 CPU cores.
 # One thread per process: on shared cores, more threads spin against each other.

@@ -43,7 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data``, ``--model-arg``, ``--batch-size``, ``--image-size``, ``--workers``, ``--precision``..."""
     parser.add_argument(
-        "--data", required=True, metavar="SPEC", help="imagefolder:DIR, cifar:DIR, mnist5k or digits"
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="imagefolder:DIR, cifar:DIR, mnist5k, digits or fashion-mnist[:DIR]",
     )
     parser.add_argument(
         "--model-arg",

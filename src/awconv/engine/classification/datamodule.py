@@ -16,7 +16,7 @@ class ClassificationDataModule(pl.LightningDataModule):
     Under DDP Lightning gives each process its shard with a ``DistributedSampler``.
 
     Args:
-        spec: ``imagefolder:DIR``, ``cifar:DIR``, ``mnist5k`` or ``digits``, or built data.
+        spec: a data specification (``awconv.data.classification.DATA_SOURCES``) or built data.
         batch_size: images per process and step.
         num_workers: loader processes (0 loads in the main process).
         image_size: side of the images; default per data set.
