@@ -10,8 +10,6 @@ line answers ``--help`` without them.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 from types import ModuleType
 from typing import Any
@@ -55,7 +53,7 @@ class _Package(ModuleType):
         super().__setattr__(name, value)
 
 
-class _RegisterWithTimm(importlib.abc.MetaPathFinder):
+class _RegisterWithTimm:
     """Imports ``awconv.models``, which registers the families, once ``timm`` has been imported.
 
     When timm is imported by an awconv module (``awconv.layers`` needs it), the registration waits

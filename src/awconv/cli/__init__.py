@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
-import logging
 import sys
 from collections.abc import Sequence
-
-from awconv.engine.allocator import keep_freed_memory
 
 __all__ = ["COMMANDS", "CliError", "HelpFormatter", "build_parser", "explicit_options", "main", "one_line"]
 
@@ -82,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``awconv`` parser with every command of ``COMMANDS``."""
     parser = _Parser(prog="awconv", description="AW-convolution (arXiv 2108.08205): models, training, tools.")
-    parser.add_argument("--version", action="version", version=f"awconv {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the installed version and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -90,11 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("awconv")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version (``importlib.metadata``, read only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args) -> None:
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("awconv")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(not installed)"
+        parser.exit(message=f"awconv {version}\n")
 
 
 def explicit_options(argv: Sequence[str]) -> set[str]:
@@ -119,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.explicit = explicit_options(argv)
+    import logging  # not needed by --help, which has exited above
+
+    from awconv.engine.allocator import keep_freed_memory
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep_freed_memory()  # the command line owns its process (see awconv.engine.allocator)
     try:

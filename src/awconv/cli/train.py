@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from awconv.cli import CliError
@@ -106,6 +105,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace, **fields):
     """A ``TrainConfig`` from parsed arguments; ``fields`` override them."""
+    import dataclasses
+
     from awconv.engine.classification import TrainConfig
     from awconv.engine.options import parse_key_values
 
@@ -125,6 +126,8 @@ def _resumed_config(args: argparse.Namespace, run_dir: Path):
     Options not written keep their saved values; written ones replace them, and ``train_classifier``
     rejects any that may not change (``RESUME_MAY_CHANGE``) with a one-line error.
     """
+    import dataclasses
+
     from awconv.engine.classification import TrainConfig
     from awconv.engine.run_config import CONFIG_FILE, read_run_config
 

@@ -118,11 +118,13 @@ def training_loader(
     sampler.set_epoch(epoch)
     shard = sampler.num_samples
     if shard < batch_size:
-        where = f"each of {num_replicas} processes' share" if num_replicas > 1 else "the training set"
+        share = "the training set"
+        if num_replicas > 1:
+            share = f"each of {num_replicas} processes' share of {share}"
         _logger.warning(
             "--batch-size %d is larger than %s (%d of %d samples): one batch of %d per process and epoch",
             batch_size,
-            where,
+            share,
             shard,
             len(dataset),
             shard,
@@ -143,6 +145,8 @@ def training_loader(
 def check_splits(splits: Mapping[str, Dataset], source: str) -> None:
     """Reads the first sample of every split, so that an unreadable or empty split fails now.
 
+    The process-wide generator is left as it was (an augmented sample draws from it).
+
     Args:
         splits: split name (``"training"``, ``"validation"``) -> data set.
         source: what the splits come from, named in the error (``--data imagefolder:/data``).
@@ -154,7 +158,8 @@ def check_splits(splits: Mapping[str, Dataset], source: str) -> None:
         if len(dataset) == 0:
             raise ValueError(f"the {name} split of {source} is empty")
         try:
-            dataset[0]
+            with torch.random.fork_rng(devices=[]):  # the check draws nothing from the run's stream
+                dataset[0]
         except (OSError, ValueError, RuntimeError) as error:
             detail = (str(error).splitlines() or [type(error).__name__])[0]
             raise ValueError(f"the {name} split of {source} cannot be read: {detail}") from error

@@ -2,9 +2,10 @@
 
 ``build_trainer(run_dir, ...)`` checks that the run directory can hold the run, then wires
 devices, precision, DDP, gradient clipping, atomic checkpoints (last and best) that carry the
-random-generator states, CSV and TensorBoard logs, a progress bar and the per-epoch history into
-one ``Trainer``. Any ``LightningModule`` that
-logs the metric named by ``monitor`` can use it; ``resume_checkpoint`` says where its run continues.
+random-generator states and follow the run directory when it moves, CSV and TensorBoard logs, a
+progress bar and the per-epoch history into one ``Trainer``. Any ``LightningModule`` that logs the
+metric named by ``monitor`` can use it; ``resume_checkpoint`` says where its run continues and
+``resume_epoch`` at which epoch.
 
 A run directory holds::
 

@@ -25,13 +25,14 @@ import torch
 
 from awconv.data.classification import ClassificationData
 from awconv.engine.checkpoint import export_safetensors, load_state_dict, load_weights
+from awconv.engine.choices import PRECISIONS
 from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, TrainConfig, saved_config
 from awconv.engine.classification.datamodule import ClassificationDataModule
 from awconv.engine.classification.module import ClassifierModule
 from awconv.engine.history import EpochHistory, read_history
 from awconv.engine.plots import plot_training_curves
 from awconv.engine.run_config import CONFIG_FILE, check_resumable, read_run_config
-from awconv.engine.trainer import PRECISIONS, build_trainer, resume_checkpoint, resume_epoch, write_json
+from awconv.engine.trainer import build_trainer, resume_checkpoint, resume_epoch, write_json
 
 __all__ = ["TrainConfig", "evaluate_classifier", "find_run_config", "train_classifier"]
 
