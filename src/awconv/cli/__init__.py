@@ -99,7 +99,8 @@ class _Version(argparse.Action):
             version = importlib.metadata.version("awconv")
         except importlib.metadata.PackageNotFoundError:
             version = "(not installed)"
-        parser.exit(message=f"awconv {version}\n")
+        print(f"awconv {version}")
+        parser.exit()
 
 
 def explicit_options(argv: Sequence[str]) -> set[str]:
