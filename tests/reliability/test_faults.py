@@ -102,7 +102,7 @@ def test_kill_9_then_resume_of_a_moved_run_equals_uninterrupted_run(tmp_path: Pa
     The copy ends bit-identical to an uninterrupted run; the original is left as it was; the data path,
     given relative to the first working directory, was saved absolute.
     """
-    epochs, first_cwd = 4, tmp_path / "first"
+    epochs, first_cwd = 3, tmp_path / "first"
     make_cifar(first_cwd / "data", train=32, val=8, num_classes=2)
     argv = ["train", "test_resnet", "--data", "cifar:data", "--epochs", str(epochs), *_WORKERS_2]
     killed = first_cwd / "run"
