@@ -1,6 +1,6 @@
 """``awconv detect train|eval|predict|report``: Faster R-CNN with FPN on COCO-format data.
 
-See docs/detection.md.
+See docs/detection.md. The engines are imported inside the actions, so ``--help`` needs no torch.
 """
 
 from __future__ import annotations
@@ -10,18 +10,7 @@ import json
 from pathlib import Path
 
 from awconv.cli import CliError
-from awconv.data.coco import parse_coco_spec
-from awconv.detection import list_detectors
-from awconv.engine.detection import DetectionConfig, evaluate_detector, load_detector, train_detector
-from awconv.engine.detection.report import (
-    DetectionRun,
-    format_map_table,
-    format_seed_summary,
-    predict_images,
-    write_detection_report,
-)
-from awconv.engine.options import parse_key_values
-from awconv.engine.trainer import PRECISIONS
+from awconv.engine.choices import PRECISIONS
 
 __all__ = ["add_parser"]
 
@@ -138,6 +127,12 @@ def _add_report(actions: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.detection import list_detectors
+    from awconv.engine.detection import DetectionConfig, train_detector
+    from awconv.engine.detection.report import format_map_table
+    from awconv.engine.options import parse_key_values
+
     if args.model not in list_detectors():
         raise CliError(
             f"--model {args.model!r} is not a registered detector; choose fasterrcnn_{{backbone}}_fpn"
@@ -181,6 +176,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.engine.detection import evaluate_detector
+    from awconv.engine.detection.report import format_map_table
+
     val = tuple(map(str, parse_coco_spec(args.data, "--data")))
     metrics = evaluate_detector(
         args.weights, val, batch_size=args.batch_size, workers=args.workers, accelerator=args.accelerator
@@ -190,6 +189,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from awconv.engine.detection import load_detector
+    from awconv.engine.detection.report import predict_images
+
     module = load_detector(args.weights)
     written = predict_images(
         module.model, args.images, args.out, module.hparams.categories or {}, args.score_thresh
@@ -207,6 +209,16 @@ def _checkpoint(run_dir: Path, which: str) -> Path:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.engine.detection import evaluate_detector, load_detector
+    from awconv.engine.detection.report import (
+        DetectionRun,
+        format_map_table,
+        format_seed_summary,
+        predict_images,
+        write_detection_report,
+    )
+
     images_dir, annotations = parse_coco_spec(args.data, "--data")
     images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[
         : args.images

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from awconv.engine.inspection.run import inspect_classifier
-from awconv.engine.options import parse_key_values
-
 __all__ = ["add_parser"]
 
 
@@ -56,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from awconv.engine.inspection.run import inspect_classifier
+    from awconv.engine.options import parse_key_values
+
     result, path = inspect_classifier(
         args.model,
         args.weights,

@@ -17,6 +17,7 @@ The small sets (MNIST 5k, digits) get a light affine augmentation and no flips.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "ImageFolderDataset",
     "TensorImageDataset",
     "build_classification_data",
+    "resolve_data_spec",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -137,6 +139,18 @@ class ImageFolderDataset(Dataset):
                 continue
             return self.transform(pixels), label
         raise ValueError(f"no image under '{self.root}' could be read")
+
+
+def resolve_data_spec(spec: str) -> str:
+    """``spec`` with its directory made absolute (``cifar:data`` -> ``cifar:/home/me/data``).
+
+    A run saves its data this way, so it resumes from any working directory; specs without a
+    directory (``digits``) are returned as they are.
+    """
+    kind, sep, location = spec.partition(":")
+    if not sep or not location:
+        return spec
+    return f"{kind}:{os.path.abspath(os.path.expanduser(location))}"
 
 
 def build_classification_data(spec: str, *, image_size: int | None = None) -> ClassificationData:

@@ -2,7 +2,9 @@
 
 A run directory is the one of ``awconv.engine.trainer`` (config.json, checkpoints/last.ckpt and
 best.ckpt, history.json, logs/) plus ``metrics.json`` (the best epoch's COCO box mAP) and
-``model.safetensors`` (the best weights).
+``model.safetensors`` (the best weights). ``config.json`` holds the data and backbone weights as
+absolute paths, so the run resumes from any working directory and after a move; a resumed run
+with another value of an option that may not change is an error (``awconv.engine.run_config``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import lightning.pytorch as pl
 from awconv.engine.checkpoint import export_safetensors
 from awconv.engine.detection.datamodule import DetectionDataModule
 from awconv.engine.detection.module import METRIC_NAMES, DetectorModule
-from awconv.engine.trainer import build_trainer, last_checkpoint, resume_checkpoint, write_json
+from awconv.engine.loaders import check_splits
+from awconv.engine.run_config import check_resumable, portable_path
+from awconv.engine.trainer import (
+    build_trainer,
+    last_checkpoint,
+    resume_checkpoint,
+    resume_epoch,
+    write_json,
+)
 from awconv.models.pretrained import load_weights_file
 
 __all__ = ["DetectionConfig", "evaluate_detector", "load_detector", "train_detector"]
@@ -61,6 +71,31 @@ class DetectionConfig:
     progress_bar: bool = True
 
 
+# Options a resumed run may change, and the options named for other fields in its errors.
+RESUME_MAY_CHANGE = ("epochs", "workers", "devices", "num_nodes", "accelerator", "progress_bar")
+_OPTIONS = {
+    "train": "--data",
+    "val": "--val-data",
+    "model": "--model",
+    "model_kwargs": "--model-arg",
+    "detector_kwargs": "--detector-arg",
+    "progress_bar": "--no-progress",
+}
+
+
+def _saved_config(config: DetectionConfig, lr: float) -> dict[str, Any]:
+    """``config`` as ``config.json`` holds it: absolute data and weights paths, the resolved lr."""
+    return {
+        **dataclasses.asdict(config),
+        "train": [portable_path(path, config.run_dir) for path in config.train],
+        "val": [portable_path(path, config.run_dir) for path in config.val],
+        "pretrained_backbone": portable_path(config.pretrained_backbone, config.run_dir),
+        "milestones": list(config.milestones),
+        "run_dir": ".",
+        "lr": lr,
+    }
+
+
 def _metrics(results: dict[str, Any]) -> dict[str, float]:
     return {name: float(results[f"val_{name}"]) for name in METRIC_NAMES.values()}
 
@@ -81,8 +116,15 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         workers=config.workers,
         min_size=config.min_size,
         max_size=config.max_size,
+        seed=config.seed,
+        start_epoch=resume_epoch(ckpt_path),
     )
     lr = config.lr or 0.02 * config.batch_size * config.devices * config.num_nodes / 16
+    saved = _saved_config(config, lr)
+    if ckpt_path is not None:
+        compared = {k: v for k, v in saved.items() if k not in ("run_dir", "resume")}
+        check_resumable(run_dir, compared, may_change=RESUME_MAY_CHANGE, options=_OPTIONS)
+    check_splits({"training": data.train_set, "validation": data.val_set}, "the detection data")
     module = DetectorModule(
         config.model,
         num_classes=data.num_classes,
@@ -119,9 +161,7 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         deterministic="warn" if config.deterministic else False,
     )
     if trainer.is_global_zero:
-        write_json(
-            run_dir / "config.json", {**dataclasses.asdict(config), "lr": lr, "num_classes": data.num_classes}
-        )
+        write_json(run_dir / "config.json", {**saved, "num_classes": data.num_classes})
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or str(last_checkpoint(run_dir))
     results = trainer.validate(module, datamodule=data, ckpt_path=best, verbose=False)[0]
