@@ -168,7 +168,7 @@ def load_pretrained(
                 f"{_preview(unexpected_unused)}; expected a plain ResNet of the same depth "
                 "(pass strict=False to load anyway)"
             )
-    model.load_state_dict(loadable, strict=False)
+    model.load_state_dict({**target, **loadable})  # the model's own tensors where none is loaded
     result = LoadResult(tuple(loadable), tuple(new), tuple(unused), tuple(reset), tuple(adapted))
     _logger.info("loaded %s into %s: %s", source, type(model).__name__, result.summary())
     return result
