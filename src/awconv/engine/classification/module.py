@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 import re
 from typing import Any
 
@@ -27,8 +26,6 @@ from awconv.models import AW_KWARGS
 from awconv.models.pretrained import load_pretrained
 
 __all__ = ["ClassifierModule", "create_classifier"]
-
-_logger = logging.getLogger(__name__)
 
 
 def create_classifier(
@@ -124,7 +121,7 @@ class ClassifierModule(pl.LightningModule):
             model, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs
         )
         if pretrained:
-            _logger.info("%s: %s", pretrained, load_pretrained(self.model, pretrained).summary())
+            load_pretrained(self.model, pretrained)  # logs what it loaded, reset and adapted
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         if compile:
