@@ -72,3 +72,28 @@ def test_method_cost_table_is_current():
 @pytest.mark.slow
 def test_models_doc_is_current():
     _assert_same(models_table.build(), models_table.DOC.read_text(), models_table.DOC, models_table.COMMAND)
+
+
+def _options(command: str) -> dict[str, str]:
+    """``--flag value`` pairs of a command line (a flag without a value maps to "")."""
+    tokens, options = command.split(), {}
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            following = tokens[i + 1] if i + 1 < len(tokens) else ""
+            options[token] = "" if following.startswith("--") else following
+    return options
+
+
+def test_training_md_demo_recipe_is_what_make_demo_runs():
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / "Makefile").read_text().replace("\\\n", " ")
+    demo = next(line for line in makefile.splitlines() if "awconv compare" in line and "runs/demo" in line)
+    row = next(
+        line for line in (root / "docs" / "training.md").read_text().splitlines() if "`make demo`" in line
+    )
+    recipe = row.split("|")[3].strip().strip("`")
+    expected = _options(demo)
+    for flag, value in _options(recipe).items():
+        assert expected.get(flag) == value, (
+            f"training.md's demo row has {flag} {value}; make demo runs {expected}"
+        )
