@@ -2,6 +2,7 @@
 
 Usage: ``python benchmarks/models_table.py --output docs/models.md`` (a few minutes on a
 CPU; counting runs on fake tensors, so nothing is computed and no weights are allocated).
+``tests/test_docs_tables.py`` (slow set) fails when the document differs from what this writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from awconv.models.resnet_cifar import DEPTHS as CIFAR_DEPTHS
 from awconv.profiling import Profile, format_profiles, profile_model
 
 COMMAND = "python benchmarks/models_table.py --output docs/models.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 GENERATORS: tuple[dict[str, Any], ...] = (
     {},
     {"generator": "lowrank", "rank": 1},
