@@ -5,7 +5,8 @@ Usage: ``python -P tests/wheel_smoke.py library|cli`` from a directory outside t
 ``AWConv2d`` against a float64 per-sample reference, a converted torchvision ResNet and a timm model.
 ``cli`` checks, on the same base install, ``awconv --help`` and every ``awconv COMMAND --help``,
 ``awconv profile``, and that ``train`` says in one line that it needs the ``[train]`` extra.
-Each check raises on failure; exit status 0 means everything passed. Not collected by pytest (the name does not start with ``test_``).
+Each check raises on failure; exit status 0 means everything passed. Not collected by pytest
+(the name does not start with ``test_``).
 """
 
 from __future__ import annotations
