@@ -192,8 +192,8 @@ def test_bad_forward_input():
     layer = AWConv2d(4, 8, 3)
     with pytest.raises(ValueError, match=r"input must have shape \(N, 4, H, W\)"):
         layer(torch.randn(2, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"input must have shape"):
-        layer(torch.randn(4, 8, 8))
+    with pytest.raises(ValueError, match=r"input must have shape \(N, 4, H, W\) or \(4, H, W\)"):
+        layer(torch.randn(1, 2, 4, 8, 8))
     with pytest.raises(TypeError, match="input must have a floating-point dtype"):
         layer(torch.ones(2, 4, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="more than the padded input"):

@@ -222,7 +222,7 @@ def test_saturated_gate_keeps_relative_precision(gate):
 def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
     """The logits are written once, contiguous, in the tap-major layout the later passes expect:
     a strided result (what einsum returns for rank 1) would be copied by every pass after it."""
-    from awconv.ops.fused import _logits
+    from awconv.ops.fused_aten import _logits
 
     factor_out, factor_in = (
         torch.randn(3, 5, rank, 9, dtype=torch.float64),
