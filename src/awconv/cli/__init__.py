@@ -17,7 +17,7 @@ from awconv.engine.allocator import keep_freed_memory
 __all__ = ["CliError", "main"]
 
 # Sub-command modules of this package, in the order ``awconv --help`` lists them.
-COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "profile", "detect", "make_shapes")
+COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "profile", "export", "detect", "make_shapes")
 
 
 class CliError(Exception):
