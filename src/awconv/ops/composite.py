@@ -44,13 +44,11 @@ __all__ = [
 def wants_composite() -> bool:
     """True where the opaque operators cannot serve: ONNX export, TorchScript tracing, torch.func.
 
-    ONNX export runs under ``torch.export``, where ``torch.compiler.is_compiling()`` is also true,
-    so it is asked first; torch.compile and torch.export otherwise keep the operators.
+    ONNX export traces with ``torch.export``, under which ``torch.compiler.is_compiling()`` is
+    true as under torch.compile; eager calls pay only for the two cheap checks.
     """
-    if torch.onnx.is_in_onnx_export():
-        return True
     if torch.compiler.is_compiling():
-        return False
+        return torch.onnx.is_in_onnx_export()
     return torch.jit.is_tracing() or torch._C._are_functorch_transforms_active()
 
 

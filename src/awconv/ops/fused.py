@@ -130,9 +130,11 @@ def aw_conv2d_fused(
     if wants_composite():
         out = composite_aw_conv2d_fused(input, weight, factors, generator, gate, geometry, groups)
     else:
+        factor_c = factors[2] if generator == "full" else None
         out = aw_conv2d_fused_op(
-            input, weight, factors, generator, gate, *geometry, groups, impl, chunk_size or 0
-        )
+            input, weight, factors[0], factors[1], factor_c, generator, gate, *geometry, groups, impl,
+            chunk_size or 0,
+        )  # fmt: skip
     if bias is not None:
         out = out + (bias if bias.dtype == out.dtype else bias.to(out.dtype)).view(1, -1, 1, 1)
     return out

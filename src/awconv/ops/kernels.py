@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from torch import Tensor
@@ -115,16 +116,5 @@ def choose_fused_kernel(device_type: str, chunk_size: int, output_pixels: int) -
     return choose_impl(chunk_size, output_pixels)
 
 
-def _register_aten_paths() -> None:
-    for path in PATHS:
-
-        def forward(x, weight, factors, problem, path=path):
-            return fused_forward(path, x, weight, factors, problem)
-
-        def backward(grad_out, x, weight, factors, problem, needs, path=path):
-            return fused_backward(path, grad_out, x, weight, factors, problem, needs)
-
-        register_fused_kernel(path, forward, backward)
-
-
-_register_aten_paths()
+for _path in PATHS:  # the ATen kernels, for every device
+    register_fused_kernel(_path, partial(fused_forward, _path), partial(fused_backward, _path))

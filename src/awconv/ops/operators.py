@@ -180,7 +180,9 @@ def _fused_kernel(impl: str, input: Tensor, weight: Tensor, problem: FusedProble
 def aw_conv2d_fused_op(
     input: Tensor,
     weight: Tensor,
-    factors: list[Tensor],
+    factor_a: Tensor,
+    factor_b: Tensor,
+    factor_c: Tensor | None,
     generator: str,
     gate: str,
     stride: list[int],
@@ -192,8 +194,11 @@ def aw_conv2d_fused_op(
 ) -> Tensor:
     """AW-convolution with the attention made from its logit factors; shapes as ``awconv.ops.fused``.
 
-    ``chunk_size`` 0 means the whole batch.
+    The factors are ``(hidden, head_weight, head_bias)`` for ``"full"`` and ``(factor_out,
+    factor_in, None)`` for ``"lowrank"``: three arguments rather than a list, which would cost a
+    tree flattening on every call. ``chunk_size`` 0 means the whole batch.
     """
+    factors = _factors(factor_a, factor_b, factor_c)
     problem = _fused_problem(input, generator, gate, stride, padding, dilation, groups, chunk_size)
     if input.shape[0] == 0:
         return _empty_output(input, weight, problem.geometry)
@@ -203,8 +208,15 @@ def aw_conv2d_fused_op(
     return out.contiguous(memory_format=output_memory_format(input))
 
 
+def _factors(factor_a: Tensor, factor_b: Tensor, factor_c: Tensor | None) -> list[Tensor]:
+    return [factor_a, factor_b] if factor_c is None else [factor_a, factor_b, factor_c]
+
+
 @aw_conv2d_fused_op.register_fake
-def _aw_conv2d_fused_fake(input, weight, factors, generator, gate, stride, padding, dilation, *rest):
+def _aw_conv2d_fused_fake(
+    input, weight, factor_a, factor_b, factor_c, generator, gate, stride, padding, *rest
+):
+    dilation = rest[0]
     return _empty_output(input, weight, _geometry(stride, padding, dilation))
 
 
@@ -213,7 +225,9 @@ def aw_conv2d_fused_backward_op(
     grad_output: Tensor,
     input: Tensor,
     weight: Tensor,
-    factors: list[Tensor],
+    factor_a: Tensor,
+    factor_b: Tensor,
+    factor_c: Tensor | None,
     generator: str,
     gate: str,
     stride: list[int],
@@ -225,6 +239,7 @@ def aw_conv2d_fused_backward_op(
     output_mask: list[bool],
 ) -> list[Tensor]:
     """[grad_input, grad_weight, *grad_factors]; a 0-element tensor where ``output_mask`` is False."""
+    factors = _factors(factor_a, factor_b, factor_c)
     problem = _fused_problem(input, generator, gate, stride, padding, dilation, groups, chunk_size)
     others = [weight, *factors]
     if input.shape[0] == 0:
@@ -236,20 +251,21 @@ def aw_conv2d_fused_backward_op(
 
 
 @aw_conv2d_fused_backward_op.register_fake
-def _aw_conv2d_fused_backward_fake(grad_output, input, weight, factors, *config_and_mask):
-    return _gradient_slots(input, [weight, *factors], config_and_mask[-1])
+def _aw_conv2d_fused_backward_fake(
+    grad_output, input, weight, factor_a, factor_b, factor_c, *config_and_mask
+):
+    return _gradient_slots(input, [weight, *_factors(factor_a, factor_b, factor_c)], config_and_mask[-1])
 
 
 def _fused_setup_context(ctx, inputs, output) -> None:
-    input, weight, factors, *config = inputs
-    ctx.save_for_backward(input, weight, *factors)
+    input, weight, factor_a, factor_b, factor_c, *config = inputs
+    ctx.save_for_backward(input, weight, *_factors(factor_a, factor_b, factor_c))
     ctx.config = config
 
 
 def _fused_backward(ctx, grad_output):
     tensors, config = ctx.saved_tensors, ctx.config
-    needs_input, needs_weight, needs_factors = ctx.needs_input_grad[:3]
-    needs = [needs_input, needs_weight, *needs_factors]
+    needs = list(ctx.needs_input_grad[: len(tensors)])
     if torch.is_grad_enabled():  # create_graph=True: gradients that can be differentiated again
         generator, gate, stride, padding, dilation, groups, *_ = config
         geometry = _geometry(stride, padding, dilation)
@@ -259,10 +275,11 @@ def _fused_backward(ctx, grad_output):
 
         grads = composite_vjp(composite, tensors, needs, grad_output)
     else:
-        input, weight, *factors = tensors
-        grads = torch.ops.awconv.aw_conv2d_fused_backward(grad_output, input, weight, factors, *config, needs)
+        factor_c = tensors[4] if len(tensors) == 5 else None
+        grads = torch.ops.awconv.aw_conv2d_fused_backward(grad_output, *tensors[:4], factor_c, *config, needs)
         grads = [grad if need else None for grad, need in zip(grads, needs, strict=True)]
-    return (grads[0], grads[1], grads[2:], *([None] * len(config)))
+    grads += [None] * (5 - len(grads))  # factor_c of "lowrank"
+    return (*grads, *([None] * len(config)))
 
 
 aw_conv2d_fused_op.register_autograd(_fused_backward, setup_context=_fused_setup_context)
