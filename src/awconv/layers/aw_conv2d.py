@@ -5,7 +5,8 @@ For every sample an ``AttentionGenerator`` computes an attention tensor ``A`` wi
 the weights, and the layer convolves with ``(1 + A) * weight``. Pointconv2 starts at zero, so a
 fresh layer, or one built with ``AWConv2d.from_conv``, computes exactly its plain convolution.
 The forward pass runs ``awconv.ops.aw_conv2d_fused``, which generates the attention inside the
-convolution's autograd function and never stores it; ``layer.attention(x)`` returns it.
+operator ``torch.ops.awconv.aw_conv2d_fused`` and never stores it; ``layer.attention(x)`` returns
+it. Under ``torch.fx.symbolic_trace`` the layer is traced through to that function.
 
 ``AWConv2d`` has the constructor head, the ``weight``/``bias`` parameters and the state-dict keys
 of ``nn.Conv2d`` but deliberately does not subclass it: code that treats every ``nn.Conv2d`` as
@@ -51,7 +52,8 @@ class AWConv2d(nn.Module):
         rank: rank of the ``"lowrank"`` generator.
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
-        impl: convolution path of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``.
+        impl: kernel of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"`` or any
+            kernel registered with ``awconv.ops.register_fused_kernel``.
 
     Shapes:
         input (N, C1, H, W) -> output (N, C2, H_out, W_out), or (C1, H, W) -> (C2, H_out, W_out),
