@@ -109,7 +109,7 @@ def main() -> None:
             f"{args.batch_size} --threads {args.threads}` on {info['cpu']} (CPU capability "
             f"{capability}), torch {info['torch']}; load before: `{info['load']}`. A training step "
             "at 32 px in train mode; `graphs`: what dynamo built after steps at N, N - 1 and N / 2 "
-            "(the first new size recompiles with a dynamic batch, then no more).",
+            "(the AW layers add none: both models build the same number).",
             format_compile_table(results),
         ]
     )
