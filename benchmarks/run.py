@@ -39,6 +39,11 @@ from awconv.engine.allocator import keep_freed_memory
 COMMAND = "python benchmarks/run.py"
 # The code changes measured over issue #6, hand-written: included verbatim at the end.
 LEVER_HISTORY = Path(__file__).with_name("lever_history.md")
+# Written by bench_compile.py and bench_channels_last.py (minutes each, run on their own): included
+# verbatim before the lever history.
+SEPARATE_RESULTS = tuple(
+    Path(__file__).with_name(name) for name in ("compile_results.md", "channels_last_results.md")
+)
 STRIDED_METHODS = ("plain", "aw full", "aw lowrank1", "condconv")
 LAYER_TARGET, FULL_INFER_TARGET, FULL_TRAIN_TARGET, MEMORY_TARGET, LOWRANK_TARGET = 1.3, 0.5, 0.4, 1.5, 0.8
 ALLOCATOR_DEFAULT = "glibc default: large freed blocks are unmapped (run without `--keep-freed-memory`)"
@@ -301,6 +306,7 @@ def _document(
             "models.",
             levers,
         ]
+    parts += [path.read_text().strip() for path in SEPARATE_RESULTS if path.exists()]
     parts.append(LEVER_HISTORY.read_text().strip())
     return "\n\n".join(parts) + "\n"
 
