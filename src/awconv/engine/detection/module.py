@@ -167,17 +167,15 @@ class DetectorModule(pl.LightningModule):
         self.val_map.update(self._detections(images), ground_truth)
 
     def on_validation_epoch_end(self) -> None:
+        # Every process computes the same figures from the gathered states; averaging equal values
+        # (sync_dist) leaves them unchanged.
         self.coco_metrics = summarize_coco(self.val_map.compute(), self.category_names, masks=self.masks)
         self.val_map.reset()
-        prefixes = ("", "mask_") if self.masks else ("",)
-        for prefix in prefixes:
+        for prefix in ("", "mask_") if self.masks else ("",):
             for name in METRIC_NAMES.values():
                 value = torch.tensor(self.coco_metrics[f"{prefix}{name}"])
                 self.log(
-                    f"val_{prefix}{name}",
-                    value,
-                    prog_bar=f"{prefix}{name}" in ("AP", "AP50"),
-                    sync_dist=False,
+                    f"val_{prefix}{name}", value, prog_bar=prefix + name in ("AP", "AP50"), sync_dist=True
                 )
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
