@@ -153,16 +153,13 @@ class DetectorModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets = batch
-        keys = (
-            ("boxes", "labels", "iscrowd", "area", "masks")
-            if self.masks
-            else ("boxes", "labels", "iscrowd", "area")
-        )
         ground_truth = []
         for target in targets:
-            truth: dict[str, Any] = {key: target[key].as_subclass(Tensor) for key in keys}
+            truth: dict[str, Any] = {
+                k: target[k].as_subclass(Tensor) for k in ("boxes", "labels", "iscrowd", "area")
+            }
             if self.masks:
-                truth["masks"] = truth["masks"].bool()
+                truth["masks"] = target["masks"].as_subclass(Tensor).bool()
             ground_truth.append({**truth, "image_id": target["image_id"]})
         self.val_map.update(self._detections(images), ground_truth)
 
