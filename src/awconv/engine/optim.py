@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from awconv.engine.choices import OPTIMIZERS, SCHEDULES
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
@@ -22,9 +24,6 @@ __all__ = [
     "param_groups",
     "warmup_multistep",
 ]
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -256,7 +256,6 @@ class AWConv2d(nn.Module):
             text += ", bias=False"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
-        text += ", " + self.generator.extra_repr()
         if self.impl != "auto":
             text += f", impl={self.impl!r}"
         return text

@@ -155,7 +155,7 @@ def test_compare_report_lists_every_run_and_agrees_with_the_metrics_files(tmp_pa
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("metrics.json")}
     compare_classifiers(models, [0, 1], recipe, tmp_path / "cmp")  # finished runs are reused
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("metrics.json")} == mtimes
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(ValueError, match=r"another configuration: --lr was 0\.05, now 0\.2"):
         compare_classifiers(models, [0], dataclasses.replace(recipe, lr=0.2), tmp_path / "cmp")
 
 

@@ -3,7 +3,7 @@
 Each run lives in ``out_dir/runs/<model>/seed<k>/`` (a run directory of ``train_classifier``).
 A run with a ``metrics.json`` is reused, one with only ``checkpoints/last.ckpt`` is resumed, so an
 interrupted comparison continues where it stopped. A run directory trained with another recipe is
-an error rather than being mixed into the report.
+an error (``awconv.engine.run_config.check_resumable``) rather than being mixed into the report.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from awconv.data.classification import ClassificationData, build_classification_data
+from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, saved_config
 from awconv.engine.classification.module import create_classifier
 from awconv.engine.classification.report import (
     ModelResult,
@@ -28,6 +29,7 @@ from awconv.engine.classification.report import (
 from awconv.engine.classification.run import TrainConfig, train_classifier
 from awconv.engine.history import read_history
 from awconv.engine.options import parse_key_values
+from awconv.engine.run_config import check_resumable
 from awconv.engine.throughput import measure_throughput
 from awconv.engine.trainer import last_checkpoint
 from awconv.profiling import profile_model
@@ -35,9 +37,6 @@ from awconv.profiling import profile_model
 __all__ = ["compare_classifiers", "parse_model_spec"]
 
 _logger = logging.getLogger(__name__)
-
-# Fields that may differ between the first launch of a run and a continuation.
-_LAUNCH_FIELDS = ("resume", "progress_bar", "workers", "run_dir", "deterministic")
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -117,19 +116,14 @@ def compare_classifiers(
 def _run(config: TrainConfig, data: ClassificationData) -> dict[str, Any]:
     """Reuses a finished run, resumes an interrupted one, or trains a new one."""
     run_dir = Path(config.run_dir)
-    saved_path = run_dir / "config.json"
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
-        wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-        changed = [k for k in wanted if k not in _LAUNCH_FIELDS and saved.get(k) != wanted[k]]
-        if changed:
-            raise ValueError(
-                f"run directory '{run_dir}' was trained with another recipe ({', '.join(changed)} differ); "
-                "use a new output directory"
-            )
-        if (run_dir / "metrics.json").is_file():
-            _logger.info("reusing finished run %s", run_dir)
-            return json.loads((run_dir / "metrics.json").read_text())
+    wanted = saved_config(config, image_size=data.image_size)
+    compared = {k: v for k, v in wanted.items() if k not in ("run_dir", "resume")}
+    # Unlike `train --resume`, the epochs must match too: a finished run is reused as it is.
+    may_change = [field for field in RESUME_MAY_CHANGE if field != "epochs"]
+    check_resumable(run_dir, compared, may_change=may_change, options=OPTIONS)
+    if (run_dir / "config.json").is_file() and (run_dir / "metrics.json").is_file():
+        _logger.info("reusing finished run %s", run_dir)
+        return json.loads((run_dir / "metrics.json").read_text())
     resume = "last" if last_checkpoint(run_dir) else None
     _logger.info("%s %s", "resuming" if resume else "training", run_dir)
     return train_classifier(dataclasses.replace(config, resume=resume), data=data)

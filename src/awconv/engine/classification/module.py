@@ -1,14 +1,17 @@
 """The image classifier as a ``LightningModule``: any registered model, cross-entropy, top-1/top-5.
 
 The network is built by name with ``timm.create_model`` (importing ``awconv`` registers the
-awconv ResNets), so every registered model trains the same way. The optimiser and schedule come
-from ``awconv.engine.optim``; the checkpoint carries the random-number state, so a resumed run
-continues exactly as an uninterrupted one would.
+awconv ResNets), so every registered model trains the same way. An unknown model name or model
+argument is a one-line error with the closest valid names. The optimiser and schedule come from
+``awconv.engine.optim``. Top-5 is measured only with more than 5 classes (with 5 or fewer it is
+always 100%).
 """
 
 from __future__ import annotations
 
-import logging
+import difflib
+import inspect
+import re
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,21 +22,54 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from awconv.engine.optim import build_optimizer, build_scheduler
+from awconv.models import AW_KWARGS
 from awconv.models.pretrained import load_pretrained
 
 __all__ = ["ClassifierModule", "create_classifier"]
-
-_logger = logging.getLogger(__name__)
 
 
 def create_classifier(
     model: str, *, num_classes: int, in_chans: int, model_kwargs: dict[str, Any] | None = None
 ) -> torch.nn.Module:
-    """Builds a registered model by name; an unknown name raises ``ValueError`` naming close matches."""
+    """Builds a registered model by name.
+
+    Raises:
+        ValueError: an unknown model name, or a model argument the model does not take; the message
+            names the closest registered names or arguments, the closest first.
+    """
     if not timm.is_model(model):
-        close = timm.list_models(f"*{model.split('_')[0]}*")[:8]
-        raise ValueError(f"unknown model '{model}': not in the timm registry (close names: {close})")
-    return timm.create_model(model, num_classes=num_classes, in_chans=in_chans, **(model_kwargs or {}))
+        close = difflib.get_close_matches(model, timm.list_models(), n=5, cutoff=0.5)
+        raise ValueError(
+            f"unknown model '{model}': not in the timm registry"
+            + (f"; closest names: {', '.join(close)}" if close else " (see timm.list_models())")
+        )
+    kwargs = dict(model_kwargs or {})
+    try:
+        return timm.create_model(model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as error:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unexpected is None or unexpected.group(1) not in kwargs:
+            raise
+        name = unexpected.group(1)
+        accepted = _model_arguments(timm.create_model(model, num_classes=num_classes, in_chans=in_chans))
+        close = difflib.get_close_matches(name, accepted, n=3, cutoff=0.6)
+        hint = f"closest: {', '.join(close)}" if close else f"it takes {', '.join(sorted(accepted))}"
+        raise ValueError(
+            f"--model-arg {name}={kwargs[name]!r}: {model} takes no argument '{name}' ({hint})"
+        ) from None
+
+
+def _model_arguments(network: torch.nn.Module) -> list[str]:
+    """The keyword arguments of ``network``'s class and its bases (and the AW options of an AW model)."""
+    names: set[str] = set()
+    for cls in type(network).__mro__:
+        if cls is torch.nn.Module or "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        names.update(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    if "aw_kwargs" in names:
+        names.update(AW_KWARGS)
+    return sorted(names - {"self", "aw_kwargs"})
 
 
 class ClassifierModule(pl.LightningModule):
@@ -85,15 +121,14 @@ class ClassifierModule(pl.LightningModule):
             model, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs
         )
         if pretrained:
-            _logger.info("%s: %s", pretrained, load_pretrained(self.model, pretrained).summary())
+            load_pretrained(self.model, pretrained)  # logs what it loaded, reset and adapted
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         if compile:
             self.model.compile()
-        top_k = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes > 5 else None
 
     def forward(self, images: Tensor) -> Tensor:
         """images: (N, C, H, W) -> logits (N, num_classes)."""
@@ -112,10 +147,11 @@ class ClassifierModule(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         self.val_top1(logits, labels)
-        self.val_top5(logits, labels)
         self.log("val_loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
         self.log("val_top1", self.val_top1, prog_bar=True)
-        self.log("val_top5", self.val_top5)
+        if self.val_top5 is not None:
+            self.val_top5(logits, labels)
+            self.log("val_top5", self.val_top5)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -128,20 +164,8 @@ class ClassifierModule(pl.LightningModule):
             optimizer,
             hp.schedule,
             total_steps=total,
-            warmup_steps=min(total, round(hp.warmup_epochs * per_epoch)),
+            warmup_steps=round(hp.warmup_epochs * per_epoch),
             step_every=hp.step_epochs * per_epoch,
             gamma=hp.gamma,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("rng_state", {})
-        if "torch" in state:
-            torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,7 +1,9 @@
 """``DetectionDataModule``: the COCO-format loaders of a detection run, sharded for DDP.
 
-Training batches come from a ``DistributedSampler`` (one process: a shard of one, the whole set)
-seeded by ``(seed, epoch)``, grouped by aspect ratio as torchvision's references do
+Training batches come from ``awconv.engine.loaders.EpochSampler`` (a ``DistributedSampler``; one
+process: a shard of one, the whole set) and every sample's augmentation from its own seed, both
+functions of ``(seed, epoch)`` alone, so a resumed run replays them for any ``workers``; the
+batches are grouped by aspect ratio as torchvision's references do
 (``awconv.engine.detection.sampler``). Validation runs one image per step by default: with
 several images of different sizes in a batch, torchvision's detector pads them to one tensor, and
 the padding changes what the network computes near the images' right and bottom edges (and what
@@ -22,6 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from awconv.data.coco import aspect_ratios, coco_detection, collate_detection
 from awconv.engine.detection.sampler import GroupedBatchSampler, aspect_ratio_groups
+from awconv.engine.loaders import EpochSampler, SeededSamples
 
 __all__ = ["DetectionDataModule"]
 
@@ -46,7 +49,9 @@ class DetectionDataModule(pl.LightningDataModule):
         masks: load instance masks, for Mask R-CNN.
         aspect_ratio_group_factor: group training batches by aspect ratio into
             ``2 * factor + 2`` bins (torchvision's default 3); -1 batches images in sampler order.
-        seed: the training order's seed (with the epoch).
+        seed: seeds the training order and augmentation, which depend on it and the epoch alone
+            (``awconv.engine.loaders``).
+        start_epoch: the first epoch trained (a resumed run's, ``awconv.engine.trainer.resume_epoch``).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class DetectionDataModule(pl.LightningDataModule):
         masks: bool = False,
         aspect_ratio_group_factor: int = 3,
         seed: int = 0,
+        start_epoch: int = 0,
     ) -> None:
         super().__init__()
         _positive_int("batch_size", batch_size)
@@ -71,6 +77,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.workers = workers
         self.seed = seed
+        self.start_epoch = start_epoch
         self.train_set = (
             coco_detection(*train, train=True, categories=categories, masks=masks) if train else None
         )
@@ -89,11 +96,10 @@ class DetectionDataModule(pl.LightningDataModule):
         """Categories + 1 (label 0 is the background)."""
         return len(self.categories) + 1
 
-    def _shard(self, dataset: torch.utils.data.Dataset, shuffle: bool) -> DistributedSampler:
-        """This process's shard: the trainer's rank among its processes (one shard without a trainer)."""
+    def _replicas(self) -> tuple[int, int]:
+        """The trainer's process count and this process's rank (one process without a trainer)."""
         trainer = self.trainer
-        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=self.seed)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: torch.utils.data.Dataset, **batching) -> DataLoader:
         return DataLoader(
@@ -101,13 +107,17 @@ class DetectionDataModule(pl.LightningDataModule):
             num_workers=self.workers,
             collate_fn=collate_detection,
             persistent_workers=self.workers > 0,
+            # Its workers' base seed comes from here, not from the process-wide generator the model uses.
+            generator=torch.Generator().manual_seed(self.seed),
             **batching,
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise ValueError("no training data: pass train=(images_dir, annotations_json)")
-        sampler = self._shard(self.train_set, shuffle=True)
+        replicas, rank = self._replicas()
+        sampler = EpochSampler(self.train_set, seed=self.seed, num_replicas=replicas, rank=rank)
+        sampler.set_epoch(self.start_epoch)
         batches = (
             GroupedBatchSampler(sampler, self.group_ids, self.batch_size)
             if self.group_ids is not None
@@ -116,11 +126,11 @@ class DetectionDataModule(pl.LightningDataModule):
         if len(batches) == 0:
             raise ValueError(
                 f"the training set's {len(self.train_set)} usable images make no batch of {self.batch_size} "
-                f"images in each of {sampler.num_replicas} process(es); lower --batch-size"
+                f"images in each of {replicas} process(es); lower --batch-size"
             )
-        return self._loader(self.train_set, batch_sampler=batches)
+        return self._loader(SeededSamples(self.train_set), batch_sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.val_set, batch_size=self.val_batch_size, sampler=self._shard(self.val_set, shuffle=False)
-        )
+        replicas, rank = self._replicas()
+        shard = DistributedSampler(self.val_set, num_replicas=replicas, rank=rank, shuffle=False)
+        return self._loader(self.val_set, batch_size=self.val_batch_size, sampler=shard)

@@ -2,7 +2,10 @@
 
 A run directory is the one of ``awconv.engine.trainer`` (config.json, checkpoints/last.ckpt and
 best.ckpt, history.json, logs/) plus ``metrics.json`` (the best epoch's COCOeval figures for boxes
-and masks, and AP per category) and ``model.safetensors`` (the best weights).
+and masks, and AP per category) and ``model.safetensors`` (the best weights). ``config.json``
+holds the data and backbone weights as absolute paths, so the run resumes from any working
+directory and after a move; a resumed run with another value of an option that may not change is
+an error (``awconv.engine.run_config``).
 
 Data is checked before anything else: a bad annotation file stops the run before a model is
 built or the run directory is made. Under DDP every validation image is counted once
@@ -23,8 +26,16 @@ from awconv.engine.checkpoint import export_safetensors
 from awconv.engine.detection.datamodule import DetectionDataModule
 from awconv.engine.detection.module import DetectorModule
 from awconv.engine.detection.predict import ImageFile, predict_images
-from awconv.engine.detection.recipe import resolve_schedule
-from awconv.engine.trainer import build_trainer, last_checkpoint, resume_checkpoint, write_json
+from awconv.engine.detection.recipe import Schedule, resolve_schedule
+from awconv.engine.loaders import check_splits
+from awconv.engine.run_config import check_resumable, portable_path
+from awconv.engine.trainer import (
+    build_trainer,
+    last_checkpoint,
+    resume_checkpoint,
+    resume_epoch,
+    write_json,
+)
 from awconv.models.pretrained import load_weights_file
 
 __all__ = ["DetectionConfig", "evaluate_detector", "load_detector", "predict_detector", "train_detector"]
@@ -76,6 +87,32 @@ class DetectionConfig:
     progress_bar: bool = True
 
 
+# Options a resumed run may change, and the options named for other fields in its errors.
+RESUME_MAY_CHANGE = ("epochs", "workers", "devices", "num_nodes", "accelerator", "progress_bar")
+_OPTIONS = {
+    "train": "--data",
+    "val": "--val-data",
+    "model": "--model",
+    "model_kwargs": "--model-arg",
+    "detector_kwargs": "--detector-arg",
+    "progress_bar": "--no-progress",
+}
+
+
+def _saved_config(config: DetectionConfig, schedule: Schedule, lr: float) -> dict[str, Any]:
+    """``config`` as ``config.json`` holds it: absolute data and weights paths, resolved schedule and lr."""
+    return {
+        **dataclasses.asdict(config),
+        "train": [portable_path(path, config.run_dir) for path in config.train],
+        "val": [portable_path(path, config.run_dir) for path in config.val],
+        "pretrained_backbone": portable_path(config.pretrained_backbone, config.run_dir),
+        "epochs": schedule.epochs,
+        "milestones": list(schedule.milestones),
+        "run_dir": ".",
+        "lr": lr,
+    }
+
+
 def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Trains one detector and evaluates its best checkpoint; returns the summary (``metrics.json``).
 
@@ -95,8 +132,14 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
         masks=has_masks(config.model),
         aspect_ratio_group_factor=config.aspect_ratio_group_factor,
         seed=config.seed,
+        start_epoch=resume_epoch(ckpt_path),
     )
     lr = config.lr or 0.02 * config.batch_size * config.devices * config.num_nodes / 16
+    saved = _saved_config(config, schedule, lr)
+    if ckpt_path is not None:
+        compared = {k: v for k, v in saved.items() if k not in ("run_dir", "resume")}
+        check_resumable(run_dir, compared, may_change=RESUME_MAY_CHANGE, options=_OPTIONS)
+    check_splits({"training": data.train_set, "validation": data.val_set}, "the detection data")
     module = DetectorModule(
         config.model,
         num_classes=data.num_classes,
@@ -139,14 +182,7 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
     if trainer.is_global_zero:
         write_json(
             run_dir / "config.json",
-            {
-                **dataclasses.asdict(config),
-                "epochs": schedule.epochs,
-                "milestones": schedule.milestones,
-                "lr": lr,
-                "num_classes": data.num_classes,
-                "categories": data.categories,
-            },
+            {**saved, "num_classes": data.num_classes, "categories": data.categories},
         )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or str(last_checkpoint(run_dir))

@@ -7,15 +7,16 @@ padding; ``--aspect-ratio-group-factor 3`` is the default of its Faster and Mask
 mmdetection's ``AspectRatioBatchSampler`` does the same with two bins (wide and tall).
 
 ``aspect_ratio_groups`` computes the bins and ``GroupedBatchSampler`` forms the batches; it wraps
-any sampler, such as a ``DistributedSampler``, whose ``set_epoch`` it passes on, so the batches
-of an epoch depend on the wrapped sampler's ``(seed, epoch)`` alone.
+any sampler, such as ``awconv.engine.loaders.EpochSampler`` (whose keys are ``(index, sample_seed)``
+pairs), and passes ``set_epoch`` on to it, so the batches of an epoch depend on the wrapped
+sampler's ``(seed, epoch)`` alone.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -42,21 +43,24 @@ def aspect_ratio_groups(aspect_ratios: Sequence[float], factor: int) -> list[int
     return [bisect.bisect_right(edges, ratio) for ratio in aspect_ratios]
 
 
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Batches whose indices share a group, in the order the wrapped sampler yields them.
+class GroupedBatchSampler(Sampler[list[Hashable]]):
+    """Batches whose keys share a group, in the order the wrapped sampler yields them.
 
-    Each index the sampler yields joins its group's buffer; a full buffer is a batch. When the
-    sampler is exhausted, the fullest partial buffers are topped up with earlier indices of their
+    Each key the sampler yields joins its group's buffer; a full buffer is a batch. When the
+    sampler is exhausted, the fullest partial buffers are topped up with earlier keys of their
     own group until ``len(sampler) // batch_size`` batches are out, so every epoch has the same
     number of batches and no batch mixes groups.
 
     Args:
-        sampler: yields dataset indices (a ``DistributedSampler`` for a shard of the set).
+        sampler: yields dataset indices, or ``(index, sample_seed)`` pairs (``EpochSampler``, a
+            ``DistributedSampler`` for a shard of the set); a key's group is its index's.
         group_ids: the group of every dataset index (``aspect_ratio_groups``).
         batch_size: indices per batch.
     """
 
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+    def __init__(
+        self, sampler: Sampler[int] | Sampler[tuple[int, int]], group_ids: Sequence[int], batch_size: int
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.sampler = sampler
@@ -68,14 +72,14 @@ class GroupedBatchSampler(Sampler[list[int]]):
         if callable(getattr(self.sampler, "set_epoch", None)):
             self.sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = defaultdict(list)
-        seen: dict[int, list[int]] = defaultdict(list)
+    def __iter__(self) -> Iterator[list[Hashable]]:
+        buffers: dict[int, list[Hashable]] = defaultdict(list)
+        seen: dict[int, list[Hashable]] = defaultdict(list)
         produced = 0
-        for index in self.sampler:
-            group = self.group_ids[index]
-            buffers[group].append(index)
-            seen[group].append(index)
+        for key in self.sampler:
+            group = self.group_ids[key[0] if isinstance(key, tuple) else key]
+            buffers[group].append(key)
+            seen[group].append(key)
             if len(buffers[group]) == self.batch_size:
                 yield buffers.pop(group)
                 produced += 1
@@ -83,7 +87,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
             if produced == len(self):
                 break
             missing = self.batch_size - len(buffer)
-            # A group smaller than the batch repeats its indices (torchvision's _repeat_to_at_least).
+            # A group smaller than the batch repeats its keys (torchvision's _repeat_to_at_least).
             repeats = -(-missing // len(seen[group]))
             yield buffer + (seen[group] * repeats)[:missing]
             produced += 1
