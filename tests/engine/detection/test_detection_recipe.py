@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from awconv.engine.choices import DETECTION_SCHEDULES
 from awconv.engine.detection.recipe import (
     SCHEDULES,
     detection_lr_schedule,
@@ -19,6 +20,7 @@ def test_named_schedules_are_the_references_and_can_be_overridden() -> None:
         "3x": (36, (27, 33)),
         "torchvision": (26, (16, 22)),
     }
+    assert tuple(SCHEDULES) == DETECTION_SCHEDULES  # the command line's choices, offered without torch
     assert resolve_schedule("2x", epochs=5) == (5, (16, 22))
     assert resolve_schedule("1x", milestones=[4, 2]) == (12, (2, 4))
     with pytest.raises(

@@ -174,6 +174,43 @@ def test_min_size_lists_and_ranges() -> None:
             parse_sizes(bad)
 
 
+def test_train_options_reach_the_run_and_both_tables_are_printed(monkeypatch, capsys) -> None:
+    """``detect train`` parses into ``DetectionConfig`` (the run itself: the slow CLI test)."""
+    given = {}
+
+    def fake_train(config: DetectionConfig) -> dict:
+        given["config"] = config
+        figures = {name: 0.25 for name in METRIC_NAMES.values()}
+        return {**figures, **{f"mask_{name}": 0.5 for name in figures}}
+
+    monkeypatch.setattr("awconv.engine.detection.train_detector", fake_train)
+    argv = [
+        "detect", "train", "--model", "maskrcnn_aw_resnet18_fpn", "--data", "coco:t,t.json",
+        "--val-data", "coco:v,v.json", "--min-size", "480,512,...,800", "--schedule", "3x",
+        "--milestones", "30", "34", "--norm-weight-decay", "0.05", "--sync-batchnorm", "--devices", "2",
+        "--aspect-ratio-group-factor", "-1", "--val-batch-size", "2", "--model-arg", "generator=lowrank",
+        "--detector-arg", "box_batch_size_per_image=64", "--out", "somewhere",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    config = given["config"]
+    assert (config.model, config.train, config.val) == (
+        "maskrcnn_aw_resnet18_fpn",
+        ("t", "t.json"),
+        ("v", "v.json"),
+    )
+    assert config.min_size == tuple(range(480, 801, 32)) and config.max_size == 1333
+    assert (config.schedule, config.epochs, config.milestones) == ("3x", None, (30, 34))
+    assert (config.norm_weight_decay, config.sync_batchnorm, config.devices) == (0.05, True, 2)
+    assert (config.aspect_ratio_group_factor, config.val_batch_size, config.run_dir) == (-1, 2, "somewhere")
+    assert config.model_kwargs == {"generator": "lowrank"}
+    assert config.detector_kwargs == {"box_batch_size_per_image": 64}
+    printed = capsys.readouterr().out
+    assert "| maskrcnn_aw_resnet18_fpn | 25.0 | 25.0 |" in printed
+    assert "masks:\n| model |" in printed and "| maskrcnn_aw_resnet18_fpn | 50.0 | 50.0 |" in printed
+    assert main([*argv[:4], "--data", "coco:t,t.json", "--val-data", "coco:v,v.json"]) == 0
+    assert given["config"].min_size == 800  # one size: an int, torchvision's default form
+
+
 def test_cli_errors_are_one_line(capsys) -> None:
     assert main(["detect", "train", "--data", "voc:x", "--val-data", "coco:a,b"]) == 2
     assert "--data must be coco:IMAGES_DIR,ANNOTATIONS_JSON" in capsys.readouterr().err
@@ -218,6 +255,14 @@ def test_predict_writes_coco_results_and_report_finds_images_in_sub_folders(shap
     assert (tmp_path / "p2" / "a" / "x_pred.png").is_file() and (
         tmp_path / "p2" / "b" / "x_pred.png"
     ).is_file()
+
+    capsys.readouterr()
+    evaluate = ["detect", "eval", "--weights", str(checkpoint), "--data", spec, "--workers", "0"]
+    assert main([*evaluate, "--accelerator", "cpu", "--out", str(tmp_path / "m.json")]) == 0
+    metrics, printed = json.loads((tmp_path / "m.json").read_text()), capsys.readouterr().out
+    assert f"| best.ckpt | {100 * metrics['AP']:.1f} | {100 * metrics['AP50']:.1f} |" in printed
+    circle = metrics["AP_per_class"]["circle"]
+    assert "box AP per category" in printed and f"| circle | {100 * circle:.1f} |" in printed
 
     report = ["detect", "report", str(tmp_path / "run"), "--data", spec, "--out", str(tmp_path / "report")]
     assert main([*report, "--images", "2"]) == 0

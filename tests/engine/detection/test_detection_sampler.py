@@ -3,9 +3,10 @@
 import random
 
 import pytest
-from torch.utils.data import DistributedSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from awconv.engine.detection.sampler import GroupedBatchSampler, aspect_ratio_groups
+from awconv.engine.loaders import EpochSampler
 
 
 def test_groups_are_torchvisions_bins() -> None:
@@ -33,20 +34,22 @@ def test_batches_keep_to_one_group_and_the_order_of_the_sampler() -> None:
 
 
 def test_every_epoch_is_a_permutation_fixed_by_seed_and_epoch_and_shards_are_disjoint() -> None:
+    """Over the training loader's ``EpochSampler``: its ``(index, sample_seed)`` keys stay whole."""
     rng = random.Random(0)
     groups = [rng.randrange(3) for _ in range(50)]
 
-    def epoch(seed: int, number: int, replicas: int = 1, rank: int = 0) -> list[list[int]]:
-        sampler = DistributedSampler(range(50), num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
+    def epoch(seed: int, number: int, replicas: int = 1, rank: int = 0) -> list[list[tuple[int, int]]]:
+        sampler = EpochSampler(range(50), seed=seed, num_replicas=replicas, rank=rank)
         batches = GroupedBatchSampler(sampler, groups, batch_size=4)
         batches.set_epoch(number)
+        assert {key for batch in batches for key in batch} <= set(sampler)  # the sampler's own pairs
         return list(batches)
 
     first = epoch(seed=1, number=0)
     assert first == epoch(seed=1, number=0) != epoch(seed=1, number=1)
     assert first != epoch(seed=2, number=0)
-    assert len(first) == 12 and all(len({groups[i] for i in batch}) == 1 for batch in first)
-    assert len({i for batch in first for i in batch}) >= 48 - 3 * 3  # all but a few topped-up repeats
+    assert len(first) == 12 and all(len({groups[i] for i, _ in batch}) == 1 for batch in first)
+    assert len({i for batch in first for i, _ in batch}) >= 48 - 3 * 3  # all but a few topped-up repeats
     shards = [epoch(seed=1, number=3, replicas=2, rank=rank) for rank in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 6
-    assert not {i for b in shards[0] for i in b[:3]} & {i for b in shards[1] for i in b[:3]}
+    assert not {i for b in shards[0] for i, _ in b[:3]} & {i for b in shards[1] for i, _ in b[:3]}
