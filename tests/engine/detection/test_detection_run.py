@@ -327,7 +327,10 @@ def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
     assert main([*twice, "--images", "1"]) == 0
     text = (tmp_path / "report2" / "report.md").read_text()
     assert "last checkpoint" in text and "Over seeds" not in text
-    assert text.count("| fasterrcnn_aw_resnet18_fpn seed 0") == 2
+    labels = ["fasterrcnn_aw_resnet18_fpn seed 0", f"fasterrcnn_aw_resnet18_fpn seed 0 ({tmp_path / 'run'})"]
+    rows = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith(f"| {labels[0]}")]
+    assert rows == labels  # one box-table row per run, labelled apart
+    assert f"| category | {labels[0]} | {labels[1]} |" in text
 
 
 def test_seed_summary_gives_mean_ci_and_paired_difference() -> None:
