@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from awconv.engine.optim import build_optimizer, build_scheduler, param_groups
+from awconv.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_multistep
 
 
 def test_no_weight_decay_on_norms_and_biases() -> None:
@@ -53,3 +53,15 @@ def test_bad_schedule_arguments() -> None:
         build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=5)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_optimizer(nn.Linear(1, 1), "lamb", lr=1, weight_decay=0)
+
+
+def test_warmup_multistep_warms_up_linearly_and_decays_at_each_milestone_step() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_multistep(optimizer, warmup_steps=4, warmup_factor=0.2, milestones=(9, 6), gamma=0.5)
+    lrs = []
+    for _ in range(11):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Step s < 4 warms up to 0.2 + 0.8 s / 4; step 6 is the first at half the rate, step 9 at a quarter.
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25])

@@ -19,7 +19,7 @@ from awconv import AWConv2d, load_pretrained
 from awconv.cli import main
 from awconv.convert import convert
 from awconv.data.classification import build_classification_data
-from awconv.data.coco import coco_detection
+from awconv.detection import fasterrcnn
 from awconv.engine.classification import ClassificationDataModule
 
 
@@ -94,7 +94,7 @@ def _fresh_logging():
             "batch_size must be a positive",
         ),
         (
-            lambda: coco_detection("x", "y.json", train=True, min_size=0),
+            lambda: fasterrcnn("resnet18", num_classes=3, min_size=0),
             ValueError,
             "min_size must be a positive",
         ),
