@@ -31,6 +31,7 @@ EXTRA_MODULES = {
     "mlxtend": "train",
     "sklearn": "train",
     "scipy": "train",
+    "yaml": "train",
     "pycocotools": "detect",
 }
 

@@ -8,8 +8,9 @@ epochs (``persistent_workers``) that a restarted worker does not continue. Here 
 - ``EpochSampler`` permutes the training set with a generator seeded by ``(seed, epoch)`` and pairs
   every position with its own sample seed drawn from the same generator. It is a
   ``DistributedSampler``, so under DDP each process takes its shard and Lightning leaves it alone.
-- ``SeededSamples`` runs each ``__getitem__`` with torch's CPU generator seeded by the sample seed
-  (torchvision's transforms draw from it) and restores the generator afterwards.
+- ``SeededSamples`` runs each ``__getitem__`` with torch's CPU generator and Python's seeded by the
+  sample seed (torchvision's transforms draw from the first, timm's RandAugment from the second)
+  and restores both afterwards.
 
 The batches therefore do not depend on ``--workers``, on worker restarts, or on what the model
 drew from the generator. ``training_loader`` builds the loader; ``check_splits`` reads one sample
@@ -19,6 +20,7 @@ of each split before training so that an unreadable split fails before the first
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -62,13 +64,15 @@ class EpochSampler(DistributedSampler):
 
 
 class SeededSamples(Dataset):
-    """``dataset[index]`` computed with torch's CPU generator seeded by the sample seed.
+    """``dataset[index]`` computed with torch's CPU generator and Python's seeded by the sample seed.
+
+    (torchvision's transforms draw from torch's generator, timm's RandAugment from Python's.)
 
     Args:
         dataset: a map-style data set.
 
-    ``samples[(index, sample_seed)]`` returns ``dataset[index]``; the generator's state before the call
-    is restored after it, so the caller's random stream (the model's, with ``--workers 0``) goes on
+    ``samples[(index, sample_seed)]`` returns ``dataset[index]``; the generators' states before the call
+    are restored after it, so the caller's random stream (the model's, with ``--workers 0``) goes on
     untouched.
     """
 
@@ -80,12 +84,14 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, sample_seed = key
-        state = torch.get_rng_state()
+        state, python_state = torch.get_rng_state(), random.getstate()
         torch.default_generator.manual_seed(sample_seed)
+        random.seed(sample_seed)
         try:
             return self.dataset[index]
         finally:
             torch.set_rng_state(state)
+            random.setstate(python_state)
 
 
 def training_loader(

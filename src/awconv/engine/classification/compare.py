@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from awconv.data.classification import ClassificationData, build_classification_data
-from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, saved_config
+from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, augmentation, saved_config
 from awconv.engine.classification.module import create_classifier
 from awconv.engine.classification.report import (
     ModelResult,
@@ -76,7 +76,9 @@ def compare_classifiers(
     pairs = check_pairs([(m, models[0]) for m in models[1:]] if pairs is None else pairs, models)
     out_dir = Path(out_dir)
     specs = [parse_model_spec(m) for m in models]
-    data = build_classification_data(recipe.data, image_size=recipe.image_size)
+    data = build_classification_data(
+        recipe.data, image_size=recipe.image_size, augmentation=augmentation(recipe)
+    )
     recipe = dataclasses.replace(recipe, image_size=data.image_size)
     shape = (data.in_chans, data.image_size, data.image_size)
     for name, kwargs in specs:  # fail fast on a bad name or argument, before hours of training
