@@ -20,7 +20,16 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "CliError", "HelpFormatter", "build_parser", "explicit_options", "main", "one_line"]
 
 # Sub-command modules of this package, in the order ``awconv --help`` lists them.
-COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "inspect", "profile", "detect", "make_shapes")
+COMMANDS: tuple[str, ...] = (
+    "train",
+    "eval",
+    "average",
+    "compare",
+    "inspect",
+    "profile",
+    "detect",
+    "make_shapes",
+)
 
 # Modules of the optional extras -> the extra that installs them (pyproject.toml).
 EXTRA_MODULES = {

@@ -8,9 +8,9 @@ epochs (``persistent_workers``) that a restarted worker does not continue. Here 
 - ``EpochSampler`` permutes the training set with a generator seeded by ``(seed, epoch)`` and pairs
   every position with its own sample seed drawn from the same generator. It is a
   ``DistributedSampler``, so under DDP each process takes its shard and Lightning leaves it alone.
-- ``SeededSamples`` runs each ``__getitem__`` with torch's CPU generator and Python's seeded by the
-  sample seed (torchvision's transforms draw from the first, timm's RandAugment from the second)
-  and restores both afterwards.
+- ``SeededSamples`` runs each ``__getitem__`` with torch's CPU generator, Python's and NumPy's
+  global generators seeded by the sample seed (torchvision's transforms draw from the first,
+  timm's RandAugment from the others) and restores them afterwards.
 
 The batches therefore do not depend on ``--workers``, on worker restarts, or on what the model
 drew from the generator. ``training_loader`` builds the loader; ``check_splits`` reads one sample
@@ -64,9 +64,9 @@ class EpochSampler(DistributedSampler):
 
 
 class SeededSamples(Dataset):
-    """``dataset[index]`` computed with torch's CPU generator and Python's seeded by the sample seed.
+    """``dataset[index]`` computed with torch's CPU generator, Python's and NumPy's seeded by the sample seed.
 
-    (torchvision's transforms draw from torch's generator, timm's RandAugment from Python's.)
+    (torchvision's transforms draw from torch's generator, timm's RandAugment from Python's and NumPy's.)
 
     Args:
         dataset: a map-style data set.
@@ -84,14 +84,16 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, sample_seed = key
-        state, python_state = torch.get_rng_state(), random.getstate()
+        states = torch.get_rng_state(), random.getstate(), np.random.get_state()
         torch.default_generator.manual_seed(sample_seed)
         random.seed(sample_seed)
+        np.random.seed(sample_seed)
         try:
             return self.dataset[index]
         finally:
-            torch.set_rng_state(state)
-            random.setstate(python_state)
+            torch.set_rng_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])
 
 
 def training_loader(

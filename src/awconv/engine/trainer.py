@@ -123,10 +123,6 @@ def build_trainer(
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         ),
-        # Not save_last: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
-        RunCheckpoint(
-            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
-        ),
         *(
             [TopCheckpoints(dirpath=checkpoints / "top", monitor=monitor, mode=mode, save_top_k=keep_top)]
             if keep_top
@@ -136,6 +132,13 @@ def build_trainer(
         RandomState(),
         StopOnNonFiniteLoss(checkpoints / "last.ckpt"),
         *callbacks,
+        # Last of all (Lightning runs checkpoint callbacks after the others, in this order), so that
+        # last.ckpt holds every other checkpoint callback's state of this epoch: a resumed run's
+        # best, top-k and callers' checkpoints continue from it. Not save_last: Lightning 2.6
+        # writes "last" only in epochs that also wrote a top-k file.
+        RunCheckpoint(
+            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+        ),
     ]
     if progress_bar:
         all_callbacks.append(TQDMProgressBar())

@@ -146,6 +146,9 @@ class ClassifierModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=ema_warmup) if ema else None
+        if self.ema is not None:
+            # Only validation runs it, in eval mode like everything; in train mode Lightning does not warn.
+            self.ema.train()
         self._ema_step = 0
         if compile:
             self.model.compile()

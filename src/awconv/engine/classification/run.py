@@ -223,6 +223,7 @@ def evaluate_classifier(
     accelerator: str = "auto",
     channels_last: bool = False,
     progress_bar: bool = True,
+    ema: bool = False,
 ) -> dict[str, float]:
     """Validation loss, top-1 (and top-5 with more than 5 classes) of weights on a validation set.
 
@@ -239,6 +240,7 @@ def evaluate_classifier(
         run_dir: the run directory the weights come from.
         model_kwargs: model arguments; ``None``: the run's (or none).
         image_size: image side; ``None``: the run's (or the data set's default).
+        ema: with ``weights`` ``None``, the run's ``best-ema.safetensors`` (trained with ``--ema``).
 
     Raises:
         ValueError: the data's classes or channels differ from the run's, or a value is missing.
@@ -250,7 +252,7 @@ def evaluate_classifier(
         model_kwargs = _from_run("--model-arg", model_kwargs, run.get("model_kwargs") or {}, config_path)
         image_size = _from_run("--image-size", image_size, run.get("image_size"), config_path)
         data = data or run.get("data")
-        weights = weights or str(config_path.parent / "best.safetensors")
+        weights = weights or str(config_path.parent / ("best-ema.safetensors" if ema else "best.safetensors"))
         _logger.info(
             "evaluating as the run in '%s' was trained (its config.json): %s, model arguments %s, "
             "%s px, %s channel(s), %s classes",
