@@ -301,3 +301,11 @@ def test_a_run_with_ema_keep_top_and_mixing_resumes_exactly(tmp_path: Path) -> N
     for name in ("best.safetensors", "best-ema.safetensors"):
         x, y = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
         assert all(torch.equal(x[k], y[k]) for k in x), name
+
+
+def test_the_compare_report_names_the_toolbox_options_a_recipe_changes() -> None:
+    from awconv.engine.classification.compare import _toolbox_text
+
+    recipe = TrainConfig(model="", data="digits", run_dir="", ema=0.99, mixup=0.2, auto_augment="trivial")
+    assert _toolbox_text(recipe) == ", ema 0.99, mixup 0.2, auto-augment trivial"
+    assert _toolbox_text(TrainConfig(model="", data="digits", run_dir="")) == ""

@@ -104,8 +104,8 @@ def compare_classifiers(
         f"{recipe.data} at {data.image_size} px, {recipe.epochs} epochs, batch {recipe.batch_size}, "
         f"{recipe.optimizer} lr {recipe.lr} wd {recipe.weight_decay}, {recipe.schedule} schedule"
         f"{f', warm-up {recipe.warmup_epochs} epochs' if recipe.warmup_epochs else ''}"
-        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}, "
-        f"seeds {', '.join(map(str, seeds))}"
+        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}"
+        f"{_toolbox_text(recipe)}, seeds {', '.join(map(str, seeds))}"
     )
     title = f"{', '.join(models)} on {recipe.data}"
     report = write_report(results, out_dir, title=title, recipe=recipe_text, pairs=pairs)
@@ -113,6 +113,31 @@ def compare_classifiers(
     if pairs:
         print(format_paired_table(results, pairs))
     return results, report
+
+
+def _toolbox_text(recipe: TrainConfig) -> str:
+    """The recipe-toolbox options that differ from their defaults, for the report's recipe line."""
+    defaults = TrainConfig(model="", data="", run_dir="")
+    names = (
+        "betas",
+        "layer_decay",
+        "min_lr",
+        "warmup_lr",
+        "grad_accum",
+        "ema",
+        "mixup",
+        "cutmix",
+        "auto_augment",
+        "random_erase",
+        "val_crop_pct",
+        "interpolation",
+    )
+    changed = [
+        f"{name.replace('_', '-')} {getattr(recipe, name)}"
+        for name in names
+        if getattr(recipe, name) != getattr(defaults, name)
+    ]
+    return "".join(f", {text}" for text in changed)
 
 
 def _run(config: TrainConfig, data: ClassificationData) -> dict[str, Any]:
