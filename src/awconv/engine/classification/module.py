@@ -147,7 +147,8 @@ class ClassifierModule(pl.LightningModule):
         self.model.to(memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=ema_warmup) if ema else None
         if self.ema is not None:
-            # Only validation runs it, in eval mode like everything; in train mode Lightning does not warn.
+            # Only validation runs it, where Lightning puts every module in eval mode; left in eval mode
+            # here, it would make Lightning warn at the start of training.
             self.ema.train()
         self._ema_step = 0
         if compile:
