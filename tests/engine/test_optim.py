@@ -58,6 +58,8 @@ def test_layer_decay_gives_each_block_its_lr() -> None:
         depths.add(depth)
         assert lr_of[id(param)] == pytest.approx(0.1 * 0.5 ** (10 - depth)), name
     assert depths == set(range(11))
+    with pytest.raises(ValueError, match=r"--layer-decay 0\.5: Sequential has no layers to decay"):
+        build_optimizer(nn.Sequential(nn.Linear(2, 2)), "sgd", lr=0.1, weight_decay=0, layer_decay=0.5)
 
 
 def _lrs(name: str, **kwargs) -> list[float]:

@@ -60,6 +60,9 @@ def build_optimizer(
         betas: Adam-style ``(beta1, beta2)`` for ``"adamw"`` and ``"lamb"``; ``None``: the optimiser's.
         layer_decay: each layer's learning rate is ``lr * layer_decay ** (depth - layer)``, as timm's
             ``--layer-decay``; each group's ``lr`` holds it (and ``lr_scale`` the factor).
+
+    Raises:
+        ValueError: an unknown ``name``, or ``layer_decay`` for a model without layer groups.
     """
     from timm.optim import create_optimizer_v2
 
@@ -74,6 +77,12 @@ def build_optimizer(
     optimizer = create_optimizer_v2(
         model, timm_name, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, **kwargs
     )
+    scales = {group.get("lr_scale", 1.0) for group in optimizer.param_groups}
+    if layer_decay is not None and len(scales) == 1:
+        raise ValueError(
+            f"--layer-decay {layer_decay}: {type(model).__name__} has no layers to decay (no timm "
+            "group_matcher), every parameter would get the same lr; use a timm or awconv model"
+        )
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     return optimizer
