@@ -71,6 +71,11 @@ class Augmentation:
         check_augmentation(self.auto_augment, self.interpolation)
 
     @property
+    def host_random(self) -> bool:
+        """The policy draws from Python's and NumPy's generators (timm's RandAugment), not torch's."""
+        return self.auto_augment is not None and self.auto_augment.startswith("rand-")
+
+    @property
     def mode(self) -> v2.InterpolationMode:
         """The interpolation as torchvision's enum."""
         from torchvision.transforms import v2

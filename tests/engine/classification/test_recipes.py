@@ -184,7 +184,7 @@ def test_policies_and_erasing_are_seeded_and_leave_validation_alone(tmp_path: Pa
         f"imagefolder:{root}", image_size=8, augmentation=Augmentation(auto_augment=policy, random_erase=1.0)
     )
     torch.testing.assert_close(augmented.val[1][0], plain.val[1][0])
-    samples = SeededSamples(augmented.train)
+    samples = SeededSamples(augmented.train, host_generators=Augmentation(auto_augment=policy).host_random)
     first, again = samples[(1, 7)][0], samples[(1, 7)][0]
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     images = [samples[(1, seed)][0] for seed in range(6)]
@@ -309,3 +309,16 @@ def test_the_compare_report_names_the_toolbox_options_a_recipe_changes() -> None
     recipe = TrainConfig(model="", data="digits", run_dir="", ema=0.99, mixup=0.2, auto_augment="trivial")
     assert _toolbox_text(recipe) == ", ema 0.99, mixup 0.2, auto-augment trivial"
     assert _toolbox_text(TrainConfig(model="", data="digits", run_dir="")) == ""
+
+
+@pytest.mark.parametrize(("policy", "host"), [("rand-m9-mstd0.5", True), ("trivial", False), (None, False)])
+def test_the_loader_seeds_python_and_numpy_only_for_timm_randaugment(
+    tmp_path: Path, policy, host: bool
+) -> None:
+    from awconv.engine.classification import ClassificationDataModule
+
+    root = make_image_folder(tmp_path / "data", per_class=2)
+    module = ClassificationDataModule(
+        f"imagefolder:{root}", batch_size=2, image_size=8, augmentation=Augmentation(auto_augment=policy)
+    )
+    assert module.train_dataloader().dataset.host_generators is host
