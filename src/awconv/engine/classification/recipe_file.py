@@ -24,7 +24,7 @@ from awconv.engine.classification.config import TrainConfig
 
 __all__ = ["RECIPES", "read_config_file"]
 
-# What config.json records about a run without setting it.
+# What config.json records about a run without setting it, and where the run lives and resumes from.
 _RUN_FACTS = (
     "num_classes",
     "in_chans",
