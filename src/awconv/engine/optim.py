@@ -49,6 +49,9 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """An optimiser from ``timm.optim.create_optimizer_v2``, without weight decay on norms and biases.
 
+    Without ``layer_decay`` its groups are ``param_groups(model, weight_decay)``; with it, timm's
+    groups per layer (each split into decayed and not).
+
     Args:
         model: the network; with ``layer_decay`` its ``group_matcher`` (every timm and awconv model
             has one) orders its layers from the input to the classifier.
@@ -74,8 +77,10 @@ def build_optimizer(
     if betas is not None and name in ("adamw", "lamb"):
         kwargs["betas"] = tuple(betas)
     timm_name = "momentum" if name == "sgd" and momentum == 0 else name
+    # Without layer decay, our two groups (decay first, as checkpoints of earlier runs hold them).
+    params = model if layer_decay is not None else param_groups(model, weight_decay)
     optimizer = create_optimizer_v2(
-        model, timm_name, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, **kwargs
+        params, timm_name, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, **kwargs
     )
     scales = {group.get("lr_scale", 1.0) for group in optimizer.param_groups}
     if layer_decay is not None and len(scales) == 1:
