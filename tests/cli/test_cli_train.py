@@ -77,8 +77,8 @@ def test_eval_without_a_run_needs_the_model(tmp_path: Path, capsys) -> None:
 def test_top5_only_with_more_than_five_classes() -> None:
     from awconv.engine.classification import ClassifierModule
 
-    assert ClassifierModule("test_resnet", num_classes=5).val_top5 is None
-    assert ClassifierModule("test_resnet", num_classes=6).val_top5.top_k == 5
+    assert list(ClassifierModule("test_resnet", num_classes=5).val_metrics["val"]) == ["top1"]
+    assert ClassifierModule("test_resnet", num_classes=6).val_metrics["val"]["top5"].top_k == 5
 
 
 def test_unreadable_validation_split_fails_before_training(tmp_path: Path, capsys) -> None:

@@ -132,6 +132,33 @@ def test_kill_9_then_resume_of_a_moved_run_equals_uninterrupted_run(tmp_path: Pa
     assert metrics["fit_seconds"] > 0 and metrics["epochs"] == epochs
 
 
+@pytest.mark.slow
+def test_kill_9_then_resume_with_the_recipe_toolbox_equals_uninterrupted_run(tmp_path: Path) -> None:
+    """SIGKILL ``awconv train --workers 2`` with EMA, top-k checkpoints, Mixup/CutMix, timm RandAugment
+    and random erasing after its first checkpoint; the resumed run's weights, EMA weights and kept
+    checkpoints equal an uninterrupted run's."""
+    epochs = 3
+    data = f"cifar:{make_cifar(tmp_path / 'data', train=32, val=8, num_classes=3)}"
+    toolbox = ["--ema", "0.9", "--keep-top", "2", "--mixup", "0.2", "--cutmix", "1.0"]
+    toolbox += ["--auto-augment", "rand-m9-mstd0.5", "--random-erase", "0.5", "--grad-accum", "2"]
+    argv = ["train", "test_resnet", "--data", data, "--epochs", str(epochs), *_WORKERS_2, *toolbox]
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "awconv", *argv, "--out", str(killed)]
+    saved = _kill_after_first_checkpoint(command, killed, tmp_path)
+    assert saved < epochs - 1, "the run finished before the kill: the test did not test a kill"
+    assert main(["train", "test_resnet", "--out", str(killed), "--resume", "--no-progress"]) == 0
+    straight = tmp_path / "straight"
+    assert main([*argv, "--out", str(straight), "--no-progress"]) == 0
+    a = torch.load(_last(killed), weights_only=True)["state_dict"]
+    b = torch.load(_last(straight), weights_only=True)["state_dict"]
+    assert any(key.startswith("ema.module.") for key in a) and a.keys() == b.keys()
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []
+    for name in ("best.safetensors", "best-ema.safetensors"):
+        _assert_same_weights(killed / name, straight / name)
+    kept = [sorted(p.name for p in (run / "checkpoints" / "top").iterdir()) for run in (killed, straight)]
+    assert len(kept[0]) == 2 and kept[0] == kept[1]
+
+
 def _detect_argv(shapes: dict, out: Path, epochs: int) -> list[str]:
     (train_dir, train_json), (val_dir, val_json) = shapes["train"], shapes["val"]
     return [

@@ -20,7 +20,17 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "CliError", "HelpFormatter", "build_parser", "explicit_options", "main", "one_line"]
 
 # Sub-command modules of this package, in the order ``awconv --help`` lists them.
-COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "inspect", "profile", "export", "detect", "make_shapes")
+COMMANDS: tuple[str, ...] = (
+    "train",
+    "eval",
+    "average",
+    "compare",
+    "inspect",
+    "profile",
+    "export",
+    "detect",
+    "make_shapes",
+)
 
 # Modules of the optional extras -> the extra that installs them (pyproject.toml).
 EXTRA_MODULES = {
@@ -31,6 +41,7 @@ EXTRA_MODULES = {
     "mlxtend": "train",
     "sklearn": "train",
     "scipy": "train",
+    "yaml": "train",
     "pycocotools": "detect",
     "onnx": "export",
     "onnxscript": "export",

@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--weights", metavar="PATH", help=".safetensors or checkpoint (default: the run's best.safetensors)"
     )
     parser.add_argument("--run", metavar="DIR", help="the training run the weights come from")
+    parser.add_argument(
+        "--ema", action="store_true", help="the run's EMA weights, best-ema.safetensors (a run with --ema)"
+    )
     add_data_arguments(parser, data_required=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -47,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         channels_last=args.channels_last,
         progress_bar=not args.no_progress,
+        ema=args.ema,
     )
-    weights = args.weights or f"{args.run}/best.safetensors"
+    weights = args.weights or f"{args.run}/{'best-ema' if args.ema else 'best'}.safetensors"
     top5 = f"  top-5 {100 * metrics['val_top5']:.2f}%" if "val_top5" in metrics else ""
     print(f"{weights}: top-1 {100 * metrics['val_top1']:.2f}%{top5}  loss {metrics['val_loss']:.4f}")
     return 0

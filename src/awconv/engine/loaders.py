@@ -9,7 +9,9 @@ epochs (``persistent_workers``) that a restarted worker does not continue. Here 
   every position with its own sample seed drawn from the same generator. It is a
   ``DistributedSampler``, so under DDP each process takes its shard and Lightning leaves it alone.
 - ``SeededSamples`` runs each ``__getitem__`` with torch's CPU generator seeded by the sample seed
-  (torchvision's transforms draw from it) and restores the generator afterwards.
+  (torchvision's transforms draw from it), and with ``host_generators`` Python's and NumPy's global
+  generators too (timm's RandAugment draws from those; seeding them costs more than the
+  augmentation of a small image, so only runs that need it pay), and restores them afterwards.
 
 The batches therefore do not depend on ``--workers``, on worker restarts, or on what the model
 drew from the generator. ``training_loader`` builds the loader; ``check_splits`` reads one sample
@@ -19,6 +21,7 @@ of each split before training so that an unreadable split fails before the first
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -66,14 +69,17 @@ class SeededSamples(Dataset):
 
     Args:
         dataset: a map-style data set.
+        host_generators: seed Python's and NumPy's global generators too (for transforms that draw
+            from them, such as timm's RandAugment).
 
-    ``samples[(index, sample_seed)]`` returns ``dataset[index]``; the generator's state before the call
-    is restored after it, so the caller's random stream (the model's, with ``--workers 0``) goes on
+    ``samples[(index, sample_seed)]`` returns ``dataset[index]``; the generators' states before the call
+    are restored after it, so the caller's random stream (the model's, with ``--workers 0``) goes on
     untouched.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, *, host_generators: bool = False) -> None:
         self.dataset = dataset
+        self.host_generators = host_generators
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -81,11 +87,18 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, sample_seed = key
         state = torch.get_rng_state()
+        host_states = (random.getstate(), np.random.get_state()) if self.host_generators else None
         torch.default_generator.manual_seed(sample_seed)
+        if host_states is not None:
+            random.seed(sample_seed)
+            np.random.seed(sample_seed)
         try:
             return self.dataset[index]
         finally:
             torch.set_rng_state(state)
+            if host_states is not None:
+                random.setstate(host_states[0])
+                np.random.set_state(host_states[1])
 
 
 def training_loader(
@@ -98,6 +111,7 @@ def training_loader(
     rank: int = 0,
     epoch: int = 0,
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    host_generators: bool = False,
 ) -> DataLoader:
     """A shuffled, augmented training loader that a resumed run replays exactly.
 
@@ -113,6 +127,7 @@ def training_loader(
         rank: this process's global rank.
         epoch: the first epoch the loader serves (a resumed run's); Lightning sets the later ones.
         collate_fn: batches a list of samples (default: torch's).
+        host_generators: seed Python's and NumPy's generators per sample too (``SeededSamples``).
     """
     sampler = EpochSampler(dataset, seed=seed, num_replicas=num_replicas, rank=rank)
     sampler.set_epoch(epoch)
@@ -130,7 +145,7 @@ def training_loader(
             shard,
         )
     return DataLoader(
-        SeededSamples(dataset),
+        SeededSamples(dataset, host_generators=host_generators),
         batch_size=batch_size,
         sampler=sampler,
         drop_last=shard > batch_size,

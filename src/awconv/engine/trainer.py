@@ -12,6 +12,7 @@ A run directory holds::
     config.json              the resolved configuration (``awconv.engine.run_config``)
     checkpoints/last.ckpt    the last epoch, for ``fit(ckpt_path=...)`` to resume
     checkpoints/best.ckpt    the best epoch by ``monitor``
+    checkpoints/top/         with ``keep_top`` K: the K best epochs, ``epoch=E-<monitor>=V.ckpt``
     history.json             one row of epoch metrics per epoch (``EpochHistory``)
     logs/csv/version_N/      Lightning CSV logs, one version per launch
     logs/tensorboard/version_N/
@@ -46,6 +47,7 @@ from awconv.engine.random_state import RandomState
 __all__ = [
     "PRECISIONS",
     "RunCheckpoint",
+    "TopCheckpoints",
     "build_trainer",
     "check_run_dir",
     "checkpoint_bytes",
@@ -75,6 +77,7 @@ def build_trainer(
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
     deterministic: bool | str = False,
+    keep_top: int = 0,
     **trainer_kwargs: Any,
 ) -> pl.Trainer:
     """A ``Trainer`` writing checkpoints, logs and history under ``run_dir``.
@@ -95,6 +98,7 @@ def build_trainer(
         callbacks: more callbacks.
         deterministic: ``True``: ``torch.use_deterministic_algorithms(True)`` (an operation without
             a deterministic implementation raises); ``"warn"``: warn instead; ``False``: leave as is.
+        keep_top: keep this many best checkpoints by ``monitor`` in ``checkpoints/top/`` (0: none).
         **trainer_kwargs: passed to ``pl.Trainer`` (``limit_train_batches``...).
     """
     if precision not in PRECISIONS:
@@ -105,7 +109,7 @@ def build_trainer(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, 2 * checkpoint_bytes(model))
+    check_run_dir(run_dir, (2 + keep_top) * checkpoint_bytes(model))
     distributed = devices > 1 or num_nodes > 1
     checkpoints = run_dir / "checkpoints"
     all_callbacks: list[Callback] = [
@@ -119,14 +123,22 @@ def build_trainer(
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         ),
-        # Not save_last: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
-        RunCheckpoint(
-            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+        *(
+            [TopCheckpoints(dirpath=checkpoints / "top", monitor=monitor, mode=mode, save_top_k=keep_top)]
+            if keep_top
+            else []
         ),
         LearningRateMonitor(logging_interval="epoch"),
         RandomState(),
         StopOnNonFiniteLoss(checkpoints / "last.ckpt"),
         *callbacks,
+        # Last of all (Lightning runs checkpoint callbacks after the others, in this order), so that
+        # last.ckpt holds every other checkpoint callback's state of this epoch: a resumed run's
+        # best, top-k and callers' checkpoints continue from it. Not save_last: Lightning 2.6
+        # writes "last" only in epochs that also wrote a top-k file.
+        RunCheckpoint(
+            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+        ),
     ]
     if progress_bar:
         all_callbacks.append(TQDMProgressBar())
@@ -190,6 +202,25 @@ class RunCheckpoint(ModelCheckpoint):
                 "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
             }
         super().load_state_dict(state_dict)
+
+
+class TopCheckpoints(RunCheckpoint):
+    """The ``save_top_k`` best checkpoints by ``monitor``, beside ``best`` (with a state of its own)."""
+
+    def __init__(self, *, dirpath: Path, monitor: str, mode: str, save_top_k: int) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="{epoch}-{" + monitor + ":.4f}",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=save_top_k,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key + "[top]"
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> int:

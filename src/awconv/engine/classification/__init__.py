@@ -5,6 +5,8 @@
 - ``config.py``: ``TrainConfig``, checked when made, and its saved form.
 - ``run.py``: ``train_classifier`` and ``evaluate_classifier``.
 - ``compare.py``: ``compare_classifiers`` (models x seeds) and its ``report.py``.
+- ``mixing.py``: Mixup/CutMix batches; ``recipe_file.py``: ``--config`` files and shipped recipes.
+- ``average.py``: ``average_checkpoints`` of a run's kept best checkpoints.
 """
 
 from awconv.engine.classification.compare import compare_classifiers, parse_model_spec

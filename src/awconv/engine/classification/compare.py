@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from awconv.data.classification import ClassificationData, build_classification_data
-from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, saved_config
+from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, augmentation, saved_config
 from awconv.engine.classification.module import create_classifier
 from awconv.engine.classification.report import (
     ModelResult,
@@ -76,7 +76,9 @@ def compare_classifiers(
     pairs = check_pairs([(m, models[0]) for m in models[1:]] if pairs is None else pairs, models)
     out_dir = Path(out_dir)
     specs = [parse_model_spec(m) for m in models]
-    data = build_classification_data(recipe.data, image_size=recipe.image_size)
+    data = build_classification_data(
+        recipe.data, image_size=recipe.image_size, augmentation=augmentation(recipe)
+    )
     recipe = dataclasses.replace(recipe, image_size=data.image_size)
     shape = (data.in_chans, data.image_size, data.image_size)
     for name, kwargs in specs:  # fail fast on a bad name or argument, before hours of training
@@ -102,8 +104,8 @@ def compare_classifiers(
         f"{recipe.data} at {data.image_size} px, {recipe.epochs} epochs, batch {recipe.batch_size}, "
         f"{recipe.optimizer} lr {recipe.lr} wd {recipe.weight_decay}, {recipe.schedule} schedule"
         f"{f', warm-up {recipe.warmup_epochs} epochs' if recipe.warmup_epochs else ''}"
-        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}, "
-        f"seeds {', '.join(map(str, seeds))}"
+        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}"
+        f"{_toolbox_text(recipe)}, seeds {', '.join(map(str, seeds))}"
     )
     title = f"{', '.join(models)} on {recipe.data}"
     report = write_report(results, out_dir, title=title, recipe=recipe_text, pairs=pairs)
@@ -111,6 +113,31 @@ def compare_classifiers(
     if pairs:
         print(format_paired_table(results, pairs))
     return results, report
+
+
+def _toolbox_text(recipe: TrainConfig) -> str:
+    """The recipe-toolbox options that differ from their defaults, for the report's recipe line."""
+    defaults = TrainConfig(model="", data="", run_dir="")
+    names = (
+        "betas",
+        "layer_decay",
+        "min_lr",
+        "warmup_lr",
+        "grad_accum",
+        "ema",
+        "mixup",
+        "cutmix",
+        "auto_augment",
+        "random_erase",
+        "val_crop_pct",
+        "interpolation",
+    )
+    changed = [
+        f"{name.replace('_', '-')} {getattr(recipe, name)}"
+        for name in names
+        if getattr(recipe, name) != getattr(defaults, name)
+    ]
+    return "".join(f", {text}" for text in changed)
 
 
 def _run(config: TrainConfig, data: ClassificationData) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from awconv.data.augment import Augmentation
 from awconv.data.classification import ClassificationData, build_classification_data
 from awconv.engine.loaders import check_splits, training_loader
 
@@ -24,6 +25,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         batch_size: images per process and step.
         num_workers: loader processes (0 loads in the main process).
         image_size: side of the images; default per data set.
+        augmentation: added to the data set's augmentation when ``spec`` is a specification; with
+            a timm RandAugment policy, the loader seeds Python's and NumPy's generators per sample.
         seed: seeds the training order and augmentation.
         start_epoch: the first epoch trained (a resumed run's, ``awconv.engine.trainer.resume_epoch``).
     """
@@ -35,6 +38,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         image_size: int | None = None,
+        augmentation: Augmentation | None = None,
         seed: int = 0,
         start_epoch: int = 0,
     ) -> None:
@@ -47,8 +51,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.data = (
             spec
             if isinstance(spec, ClassificationData)
-            else build_classification_data(spec, image_size=image_size)
+            else build_classification_data(spec, image_size=image_size, augmentation=augmentation)
         )
+        self.host_random = augmentation is not None and augmentation.host_random
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -68,6 +73,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             epoch=self.start_epoch,
+            host_generators=self.host_random,
         )
 
     def val_dataloader(self) -> DataLoader:

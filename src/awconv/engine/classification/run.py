@@ -2,7 +2,9 @@
 
 ``train_classifier(TrainConfig(...))`` trains one model on one data set into a run directory
 (see ``awconv.engine.trainer`` for its layout) and adds ``best.safetensors`` (the best weights,
-plain model keys), ``metrics.json`` (the run's summary) and ``curves.png``. A resumed run
+plain model keys), with ``--ema`` ``best-ema.safetensors`` (the EMA weights of the epoch whose
+EMA validated best, from ``checkpoints/best-ema.ckpt``), ``metrics.json`` (the run's summary)
+and ``curves.png``. A resumed run
 continues exactly: see docs/training.md, "Resuming".
 
 ``evaluate_classifier`` evaluates weights; given a run's weights (or its directory) it builds the
@@ -26,17 +28,26 @@ import torch
 from awconv.data.classification import ClassificationData
 from awconv.engine.checkpoint import export_safetensors, load_state_dict, load_weights
 from awconv.engine.choices import PRECISIONS
-from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, TrainConfig, saved_config
+from awconv.engine.classification.config import (
+    OPTIONS,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    augmentation,
+    saved_config,
+)
 from awconv.engine.classification.datamodule import ClassificationDataModule
 from awconv.engine.classification.module import ClassifierModule
 from awconv.engine.history import EpochHistory, read_history
 from awconv.engine.plots import plot_training_curves
 from awconv.engine.run_config import CONFIG_FILE, check_resumable, read_run_config
-from awconv.engine.trainer import build_trainer, resume_checkpoint, resume_epoch, write_json
+from awconv.engine.trainer import RunCheckpoint, build_trainer, resume_checkpoint, resume_epoch, write_json
 
 __all__ = ["TrainConfig", "evaluate_classifier", "find_run_config", "train_classifier"]
 
 _logger = logging.getLogger(__name__)
+
+# The EMA weights' keys in a checkpoint of ``ClassifierModule`` (its ``ema``, timm's ``ModelEmaV3``).
+EMA_PREFIX = "ema.module."
 
 
 def train_classifier(
@@ -61,6 +72,7 @@ def train_classifier(
         batch_size=config.batch_size,
         num_workers=config.workers,
         image_size=config.image_size,
+        augmentation=augmentation(config),
         seed=config.seed,
         start_epoch=resume_epoch(ckpt_path),
     )
@@ -76,6 +88,8 @@ def train_classifier(
     # starts from the seed alone, whatever the model's initialisation drew. The batches do not
     # depend on the process-wide generator at all (awconv.engine.loaders).
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    if config.ema is not None:
+        callbacks = [*callbacks, _ema_checkpoint(run_dir)]
     trainer = build_trainer(
         run_dir,
         model=module.model,
@@ -90,6 +104,8 @@ def train_classifier(
         progress_bar=config.progress_bar,
         callbacks=callbacks,
         deterministic=config.deterministic,
+        keep_top=config.keep_top,
+        accumulate_grad_batches=config.grad_accum,
     )
     if trainer.is_global_zero:
         resolved = {
@@ -129,6 +145,20 @@ def train_classifier(
     }
     if "val_top5" in best_row:
         summary["best_val_top5"] = best_row["val_top5"]
+    if config.ema is not None:
+        export_safetensors(
+            load_state_dict(run_dir / "checkpoints" / "best-ema.ckpt", prefix=EMA_PREFIX),
+            run_dir / "best-ema.safetensors",
+        )
+        best_ema = max(history, key=lambda row: row.get("val_ema_top1", float("-inf")))
+        summary.update(
+            best_ema_epoch=best_ema["epoch"],
+            best_ema_val_top1=best_ema["val_ema_top1"],
+            final_ema_val_top1=history[-1]["val_ema_top1"],
+        )
+    rates = [row["train_images_per_s"] for row in history if "train_images_per_s" in row]
+    if rates:
+        summary["train_images_per_s"] = sorted(rates)[len(rates) // 2]
     write_json(run_dir / "metrics.json", summary)
     title = (
         f"{config.model} on {config.data} ({info.image_size} px), {config.optimizer} lr={config.lr} "
@@ -136,6 +166,19 @@ def train_classifier(
     )
     plot_training_curves(history, run_dir / "curves.png", title=title)
     return summary
+
+
+def _ema_checkpoint(run_dir: Path) -> RunCheckpoint:
+    """``checkpoints/best-ema.ckpt``: the epoch whose EMA weights validated best."""
+    return RunCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-ema",
+        monitor="val_ema_top1",
+        mode="max",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
 
 
 def find_run_config(weights: str | Path | None, run_dir: str | Path | None) -> Path | None:
@@ -180,6 +223,7 @@ def evaluate_classifier(
     accelerator: str = "auto",
     channels_last: bool = False,
     progress_bar: bool = True,
+    ema: bool = False,
 ) -> dict[str, float]:
     """Validation loss, top-1 (and top-5 with more than 5 classes) of weights on a validation set.
 
@@ -196,6 +240,7 @@ def evaluate_classifier(
         run_dir: the run directory the weights come from.
         model_kwargs: model arguments; ``None``: the run's (or none).
         image_size: image side; ``None``: the run's (or the data set's default).
+        ema: with ``weights`` ``None``, the run's ``best-ema.safetensors`` (trained with ``--ema``).
 
     Raises:
         ValueError: the data's classes or channels differ from the run's, or a value is missing.
@@ -207,7 +252,7 @@ def evaluate_classifier(
         model_kwargs = _from_run("--model-arg", model_kwargs, run.get("model_kwargs") or {}, config_path)
         image_size = _from_run("--image-size", image_size, run.get("image_size"), config_path)
         data = data or run.get("data")
-        weights = weights or str(config_path.parent / "best.safetensors")
+        weights = weights or str(config_path.parent / ("best-ema.safetensors" if ema else "best.safetensors"))
         _logger.info(
             "evaluating as the run in '%s' was trained (its config.json): %s, model arguments %s, "
             "%s px, %s channel(s), %s classes",
@@ -278,11 +323,20 @@ def _module(config: TrainConfig, info: ClassificationData, *, pretrained: str | 
         lr=config.lr,
         weight_decay=config.weight_decay,
         momentum=config.momentum,
+        betas=config.betas,
+        layer_decay=config.layer_decay,
         schedule=config.schedule,
         warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.warmup_lr,
+        min_lr=config.min_lr,
         step_epochs=config.step_epochs,
         gamma=config.gamma,
         label_smoothing=config.label_smoothing,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        mixup_switch_prob=config.mixup_switch_prob,
+        ema=config.ema,
+        ema_warmup=config.ema_warmup,
         channels_last=config.channels_last,
         compile=config.compile,
     )
