@@ -10,9 +10,12 @@ factors*, shapes in ``awconv.ops.fused``) instead, and
 * convolve; on the ``bmm`` path directly in the tap-major layout the matrix product produced;
 * in backward, generate the factor again, so no tensor of the attention's size outlives a call.
 
-Inside, tensors of the attention's size are *tap-major*: (n, T, C2, C1/g), T = kh * kw. They are
-registered in ``awconv.ops.kernels`` under their path's name; ``fused_forward`` and
-``fused_backward`` follow that table's kernel contract.
+Inside, tensors of the attention's size have one of two layouts. On the ``bmm`` path they are
+*tap-major*: (n, T, C2, C1/g), T = kh * kw, the layout of its sum over taps. On the ``grouped`` and
+``loop`` paths they are in the *weight's layout*: (n, C2 * C1/g, T), which the convolutions take
+and return as they are, so no pass over them is a copy or a strided read. They are registered in
+``awconv.ops.kernels`` under their path's name; ``fused_forward`` and ``fused_backward`` follow
+that table's kernel contract.
 """
 
 from __future__ import annotations
@@ -123,12 +126,6 @@ def _kernels(
     return gated, torch.mul(tap_weight * plan.weight_scale, gated, out=out)
 
 
-def _standard(kernels: Tensor, kernel_size: tuple[int, int]) -> Tensor:
-    """Tap-major kernels (n, T, C2, C1/g) -> (n, C2, C1/g, kh, kw), contiguous."""
-    n, _, c2, c1g = kernels.shape
-    return kernels.permute(0, 2, 3, 1).reshape(n, c2, c1g, *kernel_size)
-
-
 def _tap_columns(x: Tensor, kernel_size: tuple[int, int], geometry, groups: int) -> Tensor:
     """The input's columns per tap and group: (n, T, g, C1/g, L)."""
     stride, padding, dilation = geometry
@@ -143,6 +140,68 @@ def _bmm_tap_major(columns: Tensor, kernels: Tensor, groups: int) -> Tensor:
     n, taps, c2, c1g = kernels.shape
     per_tap = torch.matmul(kernels.view(n, taps, groups, c2 // groups, c1g), columns)  # (n, T, g, C2/g, L)
     return per_tap.sum(dim=1).view(n, c2, -1)
+
+
+def _weight_layout_logits(kind: str, factors: Sequence[Tensor], samples: slice, weight: Tensor) -> Tensor:
+    """Logits of some samples in the weight's layout: (n, C2 * C1/g, P), new memory."""
+    if kind == "full":
+        hidden, head_weight, head_bias = factors
+        hidden = hidden[samples]  # (n, d, P)
+        return torch.baddbmm(head_bias.view(1, -1, 1), head_weight.expand(hidden.shape[0], -1, -1), hidden)
+    logits = _logits(kind, factors, samples, weight.shape[0])  # (n, P, C2, C1/g)
+    return logits.flatten(2).transpose(1, 2).contiguous()
+
+
+def _weight_layout_logits_backward(
+    kind: str, factors: Sequence[Tensor], grads: list[Tensor | None], samples: slice, grad_logits: Tensor
+) -> None:
+    """``_logits_backward`` for logit gradients in the weight's layout: grad_logits (n, C2 * C1/g, P)."""
+    if kind != "full":
+        n, _, taps = grad_logits.shape
+        tap_major = grad_logits.view(n, factors[0].shape[1], -1, taps).permute(0, 3, 1, 2)
+        _logits_backward(kind, factors, grads, samples, tap_major)
+        return
+    hidden, head_weight, _ = factors
+    if grads[0] is not None:  # (d, C2 * C1/g) @ (n, C2 * C1/g, P)
+        grads[0][samples] += torch.bmm(head_weight.t().expand(grad_logits.shape[0], -1, -1), grad_logits)
+    if grads[1] is not None:  # sum over samples and taps: (C2 * C1/g, n * P) @ (n * P, d)
+        rows = grad_logits.transpose(0, 1).reshape(grad_logits.shape[1], -1)
+        grads[1] += rows @ hidden[samples].transpose(1, 2).reshape(-1, hidden.shape[1])
+    if grads[2] is not None:
+        grads[2] += grad_logits.sum(dim=(0, 2))
+
+
+def _weight_layout_kernels(
+    kind: str, plan: _GatePlan, factors, weight_rows: Tensor, samples: slice, in_place: bool
+) -> tuple[Tensor, Tensor]:
+    """Gate values q (n, C2 * C1/g, P) and modulated kernels (n, C2 * C1/g, T) of some samples.
+
+    ``factors`` are scaled by ``plan.logit_scale`` and ``weight_rows`` (C2 * C1/g, T) by
+    ``plan.weight_scale``. With ``in_place`` and P = T the kernels overwrite q.
+    """
+    gated = _weight_layout_logits(kind, factors, samples, weight_rows)
+    if plan.sigmoid:
+        gated.sigmoid_()
+    out = gated if in_place and gated.shape[2] == weight_rows.shape[1] else None
+    if plan.offset:  # W (1 + q)
+        return gated, torch.addcmul(weight_rows, weight_rows, gated, out=out)
+    return gated, torch.mul(weight_rows, gated, out=out)
+
+
+def _forward_tap_major(x, weight, scaled, plan, problem, samples) -> Tensor:
+    """The ``bmm`` path on some samples: (n, C2, H_out, W_out)."""
+    (out_channels, _, kh, kw), geometry = weight.shape, problem.geometry
+    _, kernels = _kernels(problem.generator, plan, scaled, _tap_major(weight), samples, in_place=True)
+    columns = _tap_columns(x[samples], (kh, kw), geometry, problem.groups)
+    return _bmm_tap_major(columns, kernels, problem.groups).view(
+        -1, out_channels, *output_shape(x, weight.shape, geometry)[2:]
+    )
+
+
+def _weight_rows(weight: Tensor, plan: _GatePlan) -> Tensor:
+    """(C2, C1/g, kh, kw) -> (C2 * C1/g, T), times the plan's weight scale."""
+    rows = weight.reshape(weight.shape[0] * weight.shape[1], -1)
+    return rows * plan.weight_scale if plan.weight_scale != 1 else rows
 
 
 def fused_forward(
@@ -160,23 +219,97 @@ def fused_forward(
     Returns:
         (N, C2, H_out, W_out).
     """
-    kind, geometry, groups, chunk = problem.generator, problem.geometry, problem.groups, problem.chunk_size
     x = x.contiguous()
-    (out_channels, _, kh, kw), batch = weight.shape, x.shape[0]
-    out_size = output_shape(x, weight.shape, geometry)[2:]
-    tap_weight, plan = _tap_major(weight), _GATE_PLANS[problem.gate]
-    scaled = _scale_factors(kind, factors, plan.logit_scale)
+    plan = _GATE_PLANS[problem.gate]
+    scaled = _scale_factors(problem.generator, factors, plan.logit_scale)
+    weight_rows = _weight_rows(weight, plan)
     outputs = []
-    for start in range(0, batch, chunk):
-        samples = slice(start, min(start + chunk, batch))
-        _, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=True)
+    for start in range(0, x.shape[0], problem.chunk_size):
+        samples = slice(start, min(start + problem.chunk_size, x.shape[0]))
         if path == "bmm":
-            columns = _tap_columns(x[samples], (kh, kw), geometry, groups)
-            out = _bmm_tap_major(columns, kernels, groups).view(-1, out_channels, *out_size)
-        else:
-            out = per_sample_conv(path, x[samples], _standard(kernels, (kh, kw)), *geometry, groups)
-        outputs.append(out)
+            outputs.append(_forward_tap_major(x, weight, scaled, plan, problem, samples))
+            continue
+        _, kernels = _weight_layout_kernels(problem.generator, plan, scaled, weight_rows, samples, True)
+        kernels = kernels.view(-1, *weight.shape)
+        outputs.append(per_sample_conv(path, x[samples], kernels, *problem.geometry, problem.groups))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _backward_tap_major(grad_out, x, weight, scaled, plan, problem, grad_x, factor_grads, wants_weight):
+    """The ``bmm`` path's backward: fills grad_x and factor_grads, returns grad_weight (or None)."""
+    kind, geometry, groups = problem.generator, problem.geometry, problem.groups
+    (out_channels, in_per_group, kh, kw), batch = weight.shape, x.shape[0]
+    tap_weight = _tap_major(weight)
+    grad_tap_weight = torch.zeros_like(tap_weight) if wants_weight else None
+    stride, padding, dilation = geometry
+    for start in range(0, batch, problem.chunk_size):
+        samples = slice(start, min(start + problem.chunk_size, batch))
+        gated, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=False)
+        n = kernels.shape[0]
+        columns = _tap_columns(x[samples], (kh, kw), geometry, groups)  # (n, T, g, C1/g, L)
+        grad_block = grad_out[samples].view(n, 1, groups, out_channels // groups, -1)
+        grad_kernels = torch.matmul(grad_block, columns.transpose(-1, -2)).view_as(kernels)
+        if grad_x is not None:
+            grouped_kernels = kernels.view(n, -1, groups, out_channels // groups, in_per_group)
+            grad_columns = torch.matmul(grouped_kernels.transpose(-1, -2), grad_block)  # (n,T,g,C1/g,L)
+            grad_columns = grad_columns.permute(0, 2, 3, 1, 4).reshape(n, -1, grad_columns.shape[-1])
+            grad_x[samples] = F.fold(grad_columns, x.shape[2:], (kh, kw), dilation, padding, stride)
+        if grad_tap_weight is not None:  # dL/dW = sum_n dL/dK * (weight_scale q + offset)
+            product = torch.mul(grad_kernels, gated, out=kernels).sum(dim=0)  # reuses a free buffer
+            grad_tap_weight.add_(product, alpha=plan.weight_scale)
+            if plan.offset:
+                grad_tap_weight += grad_kernels.sum(dim=0)
+        grad_gated = grad_kernels.mul_(
+            tap_weight if plan.weight_scale == 1 else tap_weight * plan.weight_scale
+        )
+        if gated.shape[1] == 1:
+            grad_gated = grad_gated.sum(dim=1, keepdim=True)
+        if plan.sigmoid:  # dq/dz' = q (1 - q), using up q
+            grad_gated.mul_(gated).mul_(gated.neg_().add_(1))
+        _logits_backward(kind, scaled, factor_grads, samples, grad_gated)
+    if grad_tap_weight is None:
+        return None
+    return grad_tap_weight.view(kh, kw, out_channels, in_per_group).permute(2, 3, 0, 1)
+
+
+def _backward_weight_layout(
+    path, grad_out, x, weight, scaled, plan, problem, grad_x, factor_grads, wants_weight
+):
+    """The ``grouped`` and ``loop`` paths' backward, as ``_backward_tap_major``.
+
+    Per chunk, after the convolution's backward gives G = dL/dK: one pass for G q, which serves
+    dL/dW = sum_n G (weight_scale q + offset) and, in place, the sigmoid's dL/dz' = G w' q (1 - q).
+    """
+    kind, geometry, batch = problem.generator, problem.geometry, x.shape[0]
+    weight_rows = _weight_rows(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
+    grad_rows = torch.zeros_like(weight_rows) if wants_weight else None
+    for start in range(0, batch, problem.chunk_size):
+        samples = slice(start, min(start + problem.chunk_size, batch))
+        gated, kernels = _weight_layout_kernels(kind, plan, scaled, weight_rows, samples, in_place=False)
+        n, shared = gated.shape[0], gated.shape[2] == 1
+        chunk_grad_x, grad_kernels = per_sample_conv_backward(
+            path, x[samples], kernels.view(n, *weight.shape), grad_out[samples], *geometry, problem.groups
+        )
+        if grad_x is not None:
+            grad_x[samples] = chunk_grad_x
+        grad_kernels = grad_kernels.reshape(kernels.shape)
+        product = None
+        if grad_rows is not None or (plan.sigmoid and not shared):
+            product = torch.mul(grad_kernels, gated, out=kernels)  # G q, into a free buffer
+        if grad_rows is not None:
+            grad_rows.add_(product.sum(dim=0), alpha=plan.weight_scale)
+            if plan.offset:
+                grad_rows += grad_kernels.sum(dim=0)
+        if plan.sigmoid and not shared:
+            grad_logits = product.addcmul_(product, gated, value=-1).mul_(weight_rows)
+        else:  # dL/dq, then through the gate on the small shared tensor
+            grad_logits = grad_kernels.mul_(weight_rows)
+            if shared:
+                grad_logits = grad_logits.sum(dim=2, keepdim=True)
+            if plan.sigmoid:
+                grad_logits.mul_(gated).mul_(gated.neg_().add_(1))
+        _weight_layout_logits_backward(kind, scaled, factor_grads, samples, grad_logits)
+    return None if grad_rows is None else grad_rows.view(weight.shape)
 
 
 def fused_backward(
@@ -192,53 +325,17 @@ def fused_backward(
 
     The gate values and the kernels are generated again, chunk by chunk, and their buffers reused.
     """
-    kind, geometry, groups, chunk = problem.generator, problem.geometry, problem.groups, problem.chunk_size
-    x = x.contiguous()
-    (out_channels, in_per_group, kh, kw), batch = weight.shape, x.shape[0]
-    tap_weight, plan = _tap_major(weight), _GATE_PLANS[problem.gate]
-    scaled = _scale_factors(kind, factors, plan.logit_scale)
-    grad_out = grad_out.contiguous()
+    x, grad_out = x.contiguous(), grad_out.contiguous()
+    plan = _GATE_PLANS[problem.gate]
+    scaled = _scale_factors(problem.generator, factors, plan.logit_scale)
     grad_x = torch.empty_like(x) if needs[0] else None
-    grad_tap_weight = torch.zeros_like(tap_weight) if needs[1] else None
     factor_grads = [torch.zeros_like(f) if need else None for f, need in zip(factors, needs[2:], strict=True)]
-    stride, padding, dilation = geometry
-    for start in range(0, batch, chunk):
-        samples = slice(start, min(start + chunk, batch))
-        gated, kernels = _kernels(kind, plan, scaled, tap_weight, samples, in_place=False)
-        n = kernels.shape[0]
-        if path == "bmm":
-            columns = _tap_columns(x[samples], (kh, kw), geometry, groups)  # (n, T, g, C1/g, L)
-            grad_block = grad_out[samples].view(n, 1, groups, out_channels // groups, -1)
-            grad_kernels = torch.matmul(grad_block, columns.transpose(-1, -2)).view_as(kernels)
-            if grad_x is not None:
-                grouped_kernels = kernels.view(n, -1, groups, out_channels // groups, in_per_group)
-                grad_columns = torch.matmul(grouped_kernels.transpose(-1, -2), grad_block)  # (n,T,g,C1/g,L)
-                grad_columns = grad_columns.permute(0, 2, 3, 1, 4).reshape(n, -1, grad_columns.shape[-1])
-                grad_x[samples] = F.fold(grad_columns, x.shape[2:], (kh, kw), dilation, padding, stride)
-        else:
-            chunk_grad_x, grad_standard = per_sample_conv_backward(
-                path, x[samples], _standard(kernels, (kh, kw)), grad_out[samples], *geometry, groups
-            )
-            if grad_x is not None:
-                grad_x[samples] = chunk_grad_x
-            grad_kernels = grad_standard.flatten(3).permute(0, 3, 1, 2)  # (n, T, C2, C1/g), a view
-        if grad_tap_weight is not None:  # dL/dW = sum_n dL/dK * (weight_scale q + offset)
-            product = torch.mul(grad_kernels, gated, out=kernels).sum(dim=0)  # reuses a free buffer
-            grad_tap_weight.add_(product, alpha=plan.weight_scale)
-            if plan.offset:
-                grad_tap_weight += grad_kernels.sum(dim=0)
-        grad_gated = grad_kernels.mul_(
-            tap_weight if plan.weight_scale == 1 else tap_weight * plan.weight_scale
-        )
-        if gated.shape[1] == 1:
-            grad_gated = grad_gated.sum(dim=1, keepdim=True)
-        if plan.sigmoid:  # dq/dz' = q (1 - q), using up q
-            grad_gated.mul_(gated).mul_(gated.neg_().add_(1))
-        _logits_backward(kind, scaled, factor_grads, samples, grad_gated)
-    for index in _SCALED_FACTORS[kind]:  # the chain rule through the logits' scale
+    arguments = (grad_out, x, weight, scaled, plan, problem, grad_x, factor_grads, needs[1])
+    if path == "bmm":
+        grad_weight = _backward_tap_major(*arguments)
+    else:
+        grad_weight = _backward_weight_layout(path, *arguments)
+    for index in _SCALED_FACTORS[problem.generator]:  # the chain rule through the logits' scale
         if factor_grads[index] is not None and plan.logit_scale != 1:
             factor_grads[index].mul_(plan.logit_scale)
-    grad_weight = None
-    if grad_tap_weight is not None:
-        grad_weight = grad_tap_weight.view(kh, kw, out_channels, in_per_group).permute(2, 3, 0, 1)
     return [grad_x, grad_weight, *factor_grads]
