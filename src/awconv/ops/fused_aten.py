@@ -36,13 +36,21 @@ if TYPE_CHECKING:
 __all__ = ["fused_backward", "fused_forward"]
 
 
-def _logits(kind: str, factors: Sequence[Tensor], samples: slice, out_channels: int) -> Tensor:
-    """Logits of some samples, tap-major: (n, P, C2, C1/g), new memory."""
+def _logits(
+    kind: str, factors: Sequence[Tensor], samples: slice, out_channels: int, out: Tensor | None = None
+) -> Tensor:
+    """Logits of some samples, tap-major: (n, P, C2, C1/g), in ``out[:n]`` (``"full"``) or new memory."""
     if kind == "full":
         hidden, head_weight, head_bias = factors
         hidden = hidden[samples].transpose(1, 2)  # (n, P, d)
-        logits = F.linear(hidden, head_weight, head_bias)  # one GEMM over all n * P rows
-        return logits.view(hidden.shape[0], hidden.shape[1], out_channels, -1)
+        n, taps = hidden.shape[:2]
+        rows = hidden.reshape(n * taps, -1)
+        # One GEMM over all n * P rows, its output's long side contiguous: the same product in the
+        # weight's layout (C2 * C1/g, P per sample) runs about 10x slower (lever_history.md).
+        flat = torch.addmm(
+            head_bias, rows, head_weight.t(), out=None if out is None else out[:n].view(n * taps, -1)
+        )
+        return flat.view(n, taps, out_channels, -1)
     factor_out, factor_in = factors
     # A batched matrix product (n * P of them) writes the logits once, contiguous. einsum would
     # broadcast-multiply for R = 1 and leave a strided result that every later pass copies.
@@ -142,50 +150,37 @@ def _bmm_tap_major(columns: Tensor, kernels: Tensor, groups: int) -> Tensor:
     return per_tap.sum(dim=1).view(n, c2, -1)
 
 
-def _weight_layout_logits(kind: str, factors: Sequence[Tensor], samples: slice, weight: Tensor) -> Tensor:
-    """Logits of some samples in the weight's layout: (n, C2 * C1/g, P), new memory."""
-    if kind == "full":
-        hidden, head_weight, head_bias = factors
-        hidden = hidden[samples]  # (n, d, P)
-        return torch.baddbmm(head_bias.view(1, -1, 1), head_weight.expand(hidden.shape[0], -1, -1), hidden)
-    logits = _logits(kind, factors, samples, weight.shape[0])  # (n, P, C2, C1/g)
-    return logits.flatten(2).transpose(1, 2).contiguous()
+class _Workspace(NamedTuple):
+    """Buffers for one chunk's attention-sized tensors, reused by every chunk of a call."""
+
+    gated: Tensor  # (chunk, P, C2 * C1/g), tap-major: the generator's side
+    kernels: Tensor  # (chunk, C2 * C1/g, T), the weight's layout: the convolution's side
 
 
-def _weight_layout_logits_backward(
-    kind: str, factors: Sequence[Tensor], grads: list[Tensor | None], samples: slice, grad_logits: Tensor
-) -> None:
-    """``_logits_backward`` for logit gradients in the weight's layout: grad_logits (n, C2 * C1/g, P)."""
-    if kind != "full":
-        n, _, taps = grad_logits.shape
-        tap_major = grad_logits.view(n, factors[0].shape[1], -1, taps).permute(0, 3, 1, 2)
-        _logits_backward(kind, factors, grads, samples, tap_major)
-        return
-    hidden, head_weight, _ = factors
-    if grads[0] is not None:  # (d, C2 * C1/g) @ (n, C2 * C1/g, P)
-        grads[0][samples] += torch.bmm(head_weight.t().expand(grad_logits.shape[0], -1, -1), grad_logits)
-    if grads[1] is not None:  # sum over samples and taps: (C2 * C1/g, n * P) @ (n * P, d)
-        rows = grad_logits.transpose(0, 1).reshape(grad_logits.shape[1], -1)
-        grads[1] += rows @ hidden[samples].transpose(1, 2).reshape(-1, hidden.shape[1])
-    if grads[2] is not None:
-        grads[2] += grad_logits.sum(dim=(0, 2))
+def _workspace(weight_rows: Tensor, factors: Sequence[Tensor], chunk: int) -> _Workspace:
+    rows, taps = weight_rows.shape
+    gated = weight_rows.new_empty(chunk, factors[0].shape[-1], rows)
+    return _Workspace(gated, weight_rows.new_empty(chunk, rows, taps))
 
 
 def _weight_layout_kernels(
-    kind: str, plan: _GatePlan, factors, weight_rows: Tensor, samples: slice, in_place: bool
+    kind: str, plan: _GatePlan, factors, weight_rows: Tensor, samples: slice, workspace: _Workspace
 ) -> tuple[Tensor, Tensor]:
-    """Gate values q (n, C2 * C1/g, P) and modulated kernels (n, C2 * C1/g, T) of some samples.
+    """Gate values q (n, P, C2 * C1/g), tap-major, and modulated kernels (n, C2 * C1/g, T).
 
     ``factors`` are scaled by ``plan.logit_scale`` and ``weight_rows`` (C2 * C1/g, T) by
-    ``plan.weight_scale``. With ``in_place`` and P = T the kernels overwrite q.
+    ``plan.weight_scale``. The head GEMM writes tap-major (its fast layout); the modulation's pass
+    reads that and writes the weight's layout, so the change of layout costs no pass of its own.
     """
-    gated = _weight_layout_logits(kind, factors, samples, weight_rows)
+    n = samples.stop - samples.start
+    out = workspace.gated if kind == "full" else None  # "lowrank" writes new memory
+    gated = _logits(kind, factors, samples, weight_rows.shape[0], out=out).flatten(2)  # (n, P, C2*C1/g)
     if plan.sigmoid:
         gated.sigmoid_()
-    out = gated if in_place and gated.shape[2] == weight_rows.shape[1] else None
+    out, q = workspace.kernels[:n], gated.transpose(1, 2)  # (n, C2 * C1/g, P), a view
     if plan.offset:  # W (1 + q)
-        return gated, torch.addcmul(weight_rows, weight_rows, gated, out=out)
-    return gated, torch.mul(weight_rows, gated, out=out)
+        return gated, torch.addcmul(weight_rows, weight_rows, q, out=out)
+    return gated, torch.mul(weight_rows, q, out=out)
 
 
 def _forward_tap_major(x, weight, scaled, plan, problem, samples) -> Tensor:
@@ -196,6 +191,18 @@ def _forward_tap_major(x, weight, scaled, plan, problem, samples) -> Tensor:
     return _bmm_tap_major(columns, kernels, problem.groups).view(
         -1, out_channels, *output_shape(x, weight.shape, geometry)[2:]
     )
+
+
+# The grouped and loop paths work through the batch in chunks of about this many bytes of
+# attention-sized tensors, so that each pass over them (the head GEMM, the gate, the modulation,
+# the gradient's passes) runs in the CPU's cache rather than in fresh memory (benchmarks/
+# lever_history.md, issue 15). The generator's head is re-read once per chunk.
+CACHE_CHUNK_BYTES = 2 << 20
+
+
+def _cache_chunk(weight: Tensor, chunk_size: int) -> int:
+    """Samples per chunk: ``CACHE_CHUNK_BYTES`` of kernels, at least 1, at most ``chunk_size``."""
+    return max(1, min(chunk_size, CACHE_CHUNK_BYTES // (weight.numel() * weight.element_size())))
 
 
 def _weight_rows(weight: Tensor, plan: _GatePlan) -> Tensor:
@@ -223,13 +230,15 @@ def fused_forward(
     plan = _GATE_PLANS[problem.gate]
     scaled = _scale_factors(problem.generator, factors, plan.logit_scale)
     weight_rows = _weight_rows(weight, plan)
+    chunk = problem.chunk_size if path == "bmm" else _cache_chunk(weight, problem.chunk_size)
+    workspace = None if path == "bmm" else _workspace(weight_rows, scaled, chunk)
     outputs = []
-    for start in range(0, x.shape[0], problem.chunk_size):
-        samples = slice(start, min(start + problem.chunk_size, x.shape[0]))
+    for start in range(0, x.shape[0], chunk):
+        samples = slice(start, min(start + chunk, x.shape[0]))
         if path == "bmm":
             outputs.append(_forward_tap_major(x, weight, scaled, plan, problem, samples))
             continue
-        _, kernels = _weight_layout_kernels(problem.generator, plan, scaled, weight_rows, samples, True)
+        _, kernels = _weight_layout_kernels(problem.generator, plan, scaled, weight_rows, samples, workspace)
         kernels = kernels.view(-1, *weight.shape)
         outputs.append(per_sample_conv(path, x[samples], kernels, *problem.geometry, problem.groups))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -278,15 +287,18 @@ def _backward_weight_layout(
     """The ``grouped`` and ``loop`` paths' backward, as ``_backward_tap_major``.
 
     Per chunk, after the convolution's backward gives G = dL/dK: one pass for G q, which serves
-    dL/dW = sum_n G (weight_scale q + offset) and, in place, the sigmoid's dL/dz' = G w' q (1 - q).
+    dL/dW = sum_n G (weight_scale q + offset) and, in place, the sigmoid's dL/dz' = G w' q (1 - q);
+    the last pass writes dL/dz' tap-major over q, for the generator's GEMMs.
     """
     kind, geometry, batch = problem.generator, problem.geometry, x.shape[0]
     weight_rows = _weight_rows(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
     grad_rows = torch.zeros_like(weight_rows) if wants_weight else None
-    for start in range(0, batch, problem.chunk_size):
-        samples = slice(start, min(start + problem.chunk_size, batch))
-        gated, kernels = _weight_layout_kernels(kind, plan, scaled, weight_rows, samples, in_place=False)
-        n, shared = gated.shape[0], gated.shape[2] == 1
+    chunk = _cache_chunk(weight, problem.chunk_size)
+    workspace = _workspace(weight_rows, scaled, chunk)
+    for start in range(0, batch, chunk):
+        samples = slice(start, min(start + chunk, batch))
+        gated, kernels = _weight_layout_kernels(kind, plan, scaled, weight_rows, samples, workspace)
+        n, shared, q = gated.shape[0], gated.shape[1] == 1, gated.transpose(1, 2)
         chunk_grad_x, grad_kernels = per_sample_conv_backward(
             path, x[samples], kernels.view(n, *weight.shape), grad_out[samples], *geometry, problem.groups
         )
@@ -295,20 +307,21 @@ def _backward_weight_layout(
         grad_kernels = grad_kernels.reshape(kernels.shape)
         product = None
         if grad_rows is not None or (plan.sigmoid and not shared):
-            product = torch.mul(grad_kernels, gated, out=kernels)  # G q, into a free buffer
+            product = torch.mul(grad_kernels, q, out=kernels)  # G q, into a free buffer
         if grad_rows is not None:
             grad_rows.add_(product.sum(dim=0), alpha=plan.weight_scale)
             if plan.offset:
                 grad_rows += grad_kernels.sum(dim=0)
-        if plan.sigmoid and not shared:
-            grad_logits = product.addcmul_(product, gated, value=-1).mul_(weight_rows)
-        else:  # dL/dq, then through the gate on the small shared tensor
-            grad_logits = grad_kernels.mul_(weight_rows)
-            if shared:
-                grad_logits = grad_logits.sum(dim=2, keepdim=True)
+        if plan.sigmoid and not shared:  # G w' q (1 - q), written over q
+            grad_logits = torch.mul(product.addcmul_(product, q, value=-1), weight_rows, out=q)
+        elif not shared:  # no gate: dL/dz = G w
+            grad_logits = torch.mul(grad_kernels, weight_rows, out=q)
+        else:  # dL/dq on the small shared tensor, then through the gate
+            grad_logits = grad_kernels.mul_(weight_rows).sum(dim=2, keepdim=True)
             if plan.sigmoid:
-                grad_logits.mul_(gated).mul_(gated.neg_().add_(1))
-        _weight_layout_logits_backward(kind, scaled, factor_grads, samples, grad_logits)
+                grad_logits.mul_(q).mul_(q.neg().add_(1))
+        tap_major = grad_logits.transpose(1, 2).view(n, -1, weight.shape[0], weight.shape[1])
+        _logits_backward(kind, scaled, factor_grads, samples, tap_major)
     return None if grad_rows is None else grad_rows.view(weight.shape)
 
 
