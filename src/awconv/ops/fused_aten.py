@@ -195,14 +195,17 @@ def _forward_tap_major(x, weight, scaled, plan, problem, samples) -> Tensor:
 
 # The grouped and loop paths work through the batch in chunks of about this many bytes of
 # attention-sized tensors, so that each pass over them (the head GEMM, the gate, the modulation,
-# the gradient's passes) runs in the CPU's cache rather than in fresh memory (benchmarks/
-# lever_history.md, issue 15). The generator's head is re-read once per chunk.
+# the gradient's passes) runs in the CPU's cache rather than in fresh memory, but never in chunks
+# of fewer than MIN_CHUNK samples: per-sample convolutions that small lose more than the cache
+# gains, most with 2 threads (benchmarks/lever_history.md, issue 15). The head is re-read per chunk.
 CACHE_CHUNK_BYTES = 2 << 20
+MIN_CHUNK = 8
 
 
 def _cache_chunk(weight: Tensor, chunk_size: int) -> int:
-    """Samples per chunk: ``CACHE_CHUNK_BYTES`` of kernels, at least 1, at most ``chunk_size``."""
-    return max(1, min(chunk_size, CACHE_CHUNK_BYTES // (weight.numel() * weight.element_size())))
+    """Samples per chunk: ``CACHE_CHUNK_BYTES`` of kernels, at least ``MIN_CHUNK``, at most ``chunk_size``."""
+    per_sample = weight.numel() * weight.element_size()
+    return min(chunk_size, max(MIN_CHUNK, CACHE_CHUNK_BYTES // per_sample))
 
 
 def _weight_rows(weight: Tensor, plan: _GatePlan) -> Tensor:

@@ -109,10 +109,10 @@ def fused_impls() -> tuple[str, ...]:
 
 
 # ``auto`` takes the fused ``bmm`` path only for kernels of at least this many values per sample
-# (C2 * C1/g * kh * kw; 512 -> 512 3x3 has 2.36 M), and only where ``choose_impl`` would. Measured
-# on the fused operator, N=8, one thread, forward + backward over nn.Conv2d (lever_history.md,
-# issue 15): bmm / grouped 64@8 2.4x slower (N=128), 256@14 1.3x slower, 512@7 1.4x faster.
-FUSED_BMM_MIN_KERNEL_VALUES = 2**21
+# (C2 * C1/g * kh * kw; 256 -> 256 3x3 has 590 k, 64 -> 64 37 k), and only where ``choose_impl``
+# would. Measured on the fused operator (lever_history.md, issue 15): at ResNet-20's widths bmm is
+# 1.7-2.4x slower than grouped (N=128, one thread); at 256@14 and 512@7 it is faster with 2 threads.
+FUSED_BMM_MIN_KERNEL_VALUES = 2**18
 
 
 def choose_fused_kernel(device_type: str, chunk_size: int, output_pixels: int, kernel_values: int) -> str:
