@@ -259,3 +259,15 @@ def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
     expected = torch.einsum("narp,nrbp->npab", factor_out[1:3], factor_in[1:3])
     assert logits.is_contiguous() and logits.shape == (2, 9, 5, 4)
     assert relative_error(logits, expected) < 1e-14
+
+
+def test_fused_auto_choice() -> None:
+    """``auto`` keeps small kernels off ``bmm`` even at small outputs; large ones take it there."""
+    from awconv.ops.kernels import FUSED_BMM_MIN_KERNEL_VALUES, choose_fused_kernel
+
+    large, small = 256 * 256 * 9, 64 * 64 * 9
+    assert small < FUSED_BMM_MIN_KERNEL_VALUES <= large
+    assert choose_fused_kernel("cpu", 8, 7 * 7, large) == "bmm"
+    assert choose_fused_kernel("cpu", 8, 7 * 7, small) == "grouped"
+    assert choose_fused_kernel("cpu", 8, 28 * 28, large) == "grouped"
+    assert choose_fused_kernel("cpu", 1, 7 * 7, large) == "loop"

@@ -36,6 +36,7 @@ from awconv.ops.geometry import Geometry
 from awconv.ops.paths import PATHS, choose_impl
 
 __all__ = [
+    "FUSED_BMM_MIN_KERNEL_VALUES",
     "FUSED_KERNELS",
     "FusedKernel",
     "FusedProblem",
@@ -107,13 +108,24 @@ def fused_impls() -> tuple[str, ...]:
     return ("auto", *FUSED_KERNELS)
 
 
-def choose_fused_kernel(device_type: str, chunk_size: int, output_pixels: int) -> str:
-    """The kernel ``impl="auto"`` runs for a device type, a chunk size and a per-sample output area.
+# ``auto`` takes the fused ``bmm`` path only for kernels of at least this many values per sample
+# (C2 * C1/g * kh * kw; 256 -> 256 3x3 has 590 k, 64 -> 64 37 k), and only where ``choose_impl``
+# would. Measured on the fused operator (lever_history.md, issue 15): at ResNet-20's widths bmm is
+# 1.7-2.4x slower than grouped (N=128, one thread); at 256@14 and 512@7 it is faster with 2 threads.
+FUSED_BMM_MIN_KERNEL_VALUES = 2**18
 
-    Every device: the ATen paths by ``awconv.ops.paths.choose_impl`` (measured on a CPU).
+
+def choose_fused_kernel(device_type: str, chunk_size: int, output_pixels: int, kernel_values: int) -> str:
+    """The kernel ``impl="auto"`` runs for a device type, a chunk size, a per-sample output area and
+    the number of values in the convolution's weight (C2 * C1/g * kh * kw).
+
+    Every device: the ATen paths by ``awconv.ops.paths.choose_impl`` (measured on a CPU with the
+    attention given), except that kernels smaller than ``FUSED_BMM_MIN_KERNEL_VALUES`` stay off
+    ``bmm``: the fused ``grouped`` path's passes over them run in cache-sized chunks.
     """
     del device_type  # one rule today; a device kernel adds its own branch here
-    return choose_impl(chunk_size, output_pixels)
+    impl = choose_impl(chunk_size, output_pixels)
+    return "grouped" if impl == "bmm" and kernel_values < FUSED_BMM_MIN_KERNEL_VALUES else impl
 
 
 for _path in PATHS:  # the ATen kernels, for every device

@@ -169,7 +169,9 @@ def _fused_kernel(impl: str, input: Tensor, weight: Tensor, problem: FusedProble
     device_type = input.device.type
     if impl == "auto":
         out_shape = output_shape(input, weight.shape, problem.geometry)
-        impl = choose_fused_kernel(device_type, problem.chunk_size, out_shape[2] * out_shape[3])
+        impl = choose_fused_kernel(
+            device_type, problem.chunk_size, out_shape[2] * out_shape[3], weight.numel()
+        )
     kernel = FUSED_KERNELS[impl]
     if kernel.device_types is not None and device_type not in kernel.device_types:
         raise ValueError(f"impl={impl!r} runs on {', '.join(kernel.device_types)} tensors, got {device_type}")
