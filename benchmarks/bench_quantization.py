@@ -106,7 +106,8 @@ def _table(config: dict, torch_top1: float, variants: list[Variant], info: dict[
             f"{size_mb:.2f} MB | {variant.images_per_s:.0f} | {speed:.2f}x |"
         )
     machine = (
-        f"CPU: {info['cpu']} ({info['cores']} cores, load {info['load']}), "
+        f"CPU: {info['cpu']} ({info['cores']} cores, shared; load average "
+        f"{', '.join(f'{load:.2f}' for load in os.getloadavg())}), "
         f"`torch.backends.cpu.get_cpu_capability()` = `{torch.backends.cpu.get_cpu_capability()}`, "
         f"onnxruntime {onnxruntime.__version__}, torch {info['torch']}, {info['date']}."
     )
