@@ -15,8 +15,11 @@ quantized tensor (refused, naming this route); ``prepare_fx``/``convert_fx`` and
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,19 @@ class ImageCalibrationReader(CalibrationDataReader):
         return len(self.batches)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs its notes (e.g. one per BatchNormalization scale under
+    per-channel quantization) as root-logger warnings; they are not the user's to act on."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _input_name_and_shape(model: onnx.ModelProto, path: Path) -> tuple[str, tuple[int | str, ...]]:
     if len(model.graph.input) != 1:
         count = len(model.graph.input)
@@ -142,7 +158,10 @@ def quantize_onnx(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as work:
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as work,
+        _quiet_root_logger(),
+    ):
         prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
         quant_pre_process(str(model_path), str(prepared))
         quantize_static(

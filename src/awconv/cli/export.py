@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     """Exports the model; returns the exit status."""
     from awconv.export import build_model, check_onnx, example_input, export_model
 
+    for name in ("onnxscript", "onnx_ir"):  # the exporter's optimizer notes, about one per node
+        logging.getLogger(name).setLevel(logging.WARNING)
     if args.image_size is not None and args.image_size < 1:
         raise ValueError(f"--image-size must be a positive int, got {args.image_size}")
     _check_quantize_arguments(args)
