@@ -25,6 +25,7 @@ from bench_operator import (
     profile_layer,
 )
 from bench_peers import CondConvLayer, ODConv2d
+from bench_quantization import BEGIN, COMMAND, END, Variant, _table, _write
 from bench_timing import median_ms, peak_memory_bytes
 from run import _document
 
@@ -133,3 +134,22 @@ def test_cifar_benchmark_tables_and_doc_section(tmp_path):
     text = doc.read_text()
     assert text.count(SECTION_BEGIN) == 1 and "second" in text and "first" not in text
     assert text.index("kept") < text.index(SECTION_BEGIN) < text.index(SECTION_END)
+
+
+def test_quantization_table_replaces_its_block_only(tmp_path):
+    files = {name: tmp_path / f"{name}.onnx" for name in ("float", "int8")}
+    for size, path in zip((4 * 2**20, 2**20), files.values(), strict=True):
+        path.write_bytes(bytes(size))
+    config = {"model": "m", "data": "d", "image_size": 8, "epochs": 2, "val_size": 10, "train_size": 40}
+    variants = [Variant("float32", files["float"], 0.9, 200.0), Variant("int8", files["int8"], 0.85, 300.0)]
+    info = {"cpu": "c", "cores": "2", "load": "1", "torch": "t", "date": "today"}
+    table = _table(config, 0.9, variants, info)
+    assert "| int8 | 90.00% | 85.00% | -5.00 pt | 1.00 MB | 300 | 1.50x |" in table
+    assert "| float32 | 90.00% | 90.00% |  | 4.00 MB | 200 | 1.00x |" in table
+    doc = tmp_path / "deployment.md"
+    doc.write_text(f"before\n{BEGIN.format(command=COMMAND)}\nold\n{END}\nafter\n")
+    _write(doc, table)
+    assert doc.read_text() == f"before\n{table}\nafter\n"
+    doc.write_text("no block")
+    with pytest.raises(ValueError, match="no generated quantization block"):
+        _write(doc, table)

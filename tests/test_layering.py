@@ -1,5 +1,5 @@
-"""Data flows one way: ops <- layers <- convert <- models <- data, detection, profiling, export <- engine
-<- cli.
+"""Data flows one way: ops <- layers <- convert <- models <- data, detection, profiling, export,
+quantization <- engine <- cli.
 
 Every ``awconv`` import inside the package is read from the source (``ast``), so an import that
 points upward fails here, whether or not it runs at import time.
@@ -24,6 +24,7 @@ RANKS = {
     "detection": 4,
     "profiling": 4,
     "export": 4,
+    "quantization": 4,
     "engine": 5,
     "engine.classification": 6,
     "engine.detection": 6,

@@ -181,6 +181,12 @@ class AWConv2d(nn.Module):
         return layer.train(conv.training)
 
     def _check_input(self, x: Tensor) -> None:
+        if isinstance(x, Tensor) and x.is_quantized:  # torch.ao.quantization's eager prepare/convert
+            raise TypeError(
+                f"input must be a float tensor, got a quantized {x.dtype} one: torch.ao.quantization "
+                "cannot quantize AWConv2d; for int8 inference quantize the exported ONNX model with "
+                "ONNX Runtime: awconv export MODEL --format onnx --quantize int8 (awconv.quantization)"
+            )
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"input must have a floating-point dtype, got {got}")
