@@ -206,3 +206,11 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, model, weights, mutate, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli_offers_the_library_formats() -> None:
+    """cli/export.py writes the formats out (its --help imports no torch); they must stay the library's."""
+    from awconv.cli.export import EXPORT_FORMATS as CLI_FORMATS
+    from awconv.export import EXPORT_FORMATS
+
+    assert CLI_FORMATS == EXPORT_FORMATS

@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 from awconv.engine.options import parse_key_values
-from awconv.export import EXPORT_FORMATS
 
-__all__ = ["add_parser", "run"]
+__all__ = ["EXPORT_FORMATS", "add_parser", "run"]
+
+# awconv.export.EXPORT_FORMATS, written out so that --help imports no torch (tests/cli checks both agree).
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 
 QUANTIZE_TYPES = ("int8",)
 DATA_SPECS = "imagefolder:DIR, cifar:DIR, mnist5k or digits"
