@@ -64,3 +64,17 @@ def test_safetensors_export_and_checkpoint_loading(tmp_path: Path) -> None:
             assert torch.equal(other.state_dict()[key], value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_state_dict(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_loading_keeps_only_the_model_prefix(tmp_path: Path) -> None:
+    """A Lightning state dict also holds the loss's and metrics' tensors: only ``model.*`` is the model."""
+    model = nn.Conv2d(1, 2, 3)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state |= {"criterion.weight": torch.ones(2), "ema.model.weight": torch.zeros(2, 1, 3, 3)}
+    torch.save({"state_dict": state}, tmp_path / "w.ckpt")
+    loaded = load_state_dict(tmp_path / "w.ckpt")
+    assert sorted(loaded) == ["bias", "weight"]
+    assert torch.equal(loaded["weight"], model.weight) and torch.equal(loaded["bias"], model.bias)
+    assert sorted(load_state_dict(tmp_path / "w.ckpt", prefix="ema.")) == ["model.weight"]
+    other = load_weights(nn.Conv2d(1, 2, 3), tmp_path / "w.ckpt")
+    assert torch.equal(other.weight, model.weight)
