@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -53,3 +55,38 @@ def test_bad_schedule_arguments() -> None:
         build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=5)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_optimizer(nn.Linear(1, 1), "lamb", lr=1, weight_decay=0)
+
+
+def test_optimizer_options_reach_torch() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    sgd = build_optimizer(model, "sgd", lr=0.5, weight_decay=0.1)
+    assert [(g["weight_decay"], g["momentum"], g["nesterov"]) for g in sgd.param_groups] == [
+        (0.1, 0.9, True),
+        (0.0, 0.9, True),
+    ]
+    plain = build_optimizer(model, "sgd", lr=0.5, weight_decay=0.1, momentum=0.0)
+    assert [(g["momentum"], g["nesterov"]) for g in plain.param_groups] == [(0.0, False), (0.0, False)]
+    adamw = build_optimizer(model, "adamw", lr=0.5, weight_decay=0.1)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]
+
+
+def test_cosine_values_and_zero_after_the_end() -> None:
+    """Each step's rate is the closed form; from ``total_steps`` on the factor stays 0 (no rise)."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    factor = build_scheduler(optimizer, "cosine", total_steps=10, warmup_steps=2).lr_lambdas[0]
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+    assert [factor(step) for step in range(10)] == pytest.approx(expected)
+    assert [factor(step) for step in (10, 13, 20)] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    no_warmup = build_scheduler(optimizer, "cosine", total_steps=4).lr_lambdas[0]
+    assert [no_warmup(step) for step in range(5)] == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0]
+    )
+    # one step after a warm-up that fills all but one step: the cosine has reached 0
+    short = build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=2).lr_lambdas[0]
+    assert [short(step) for step in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.0])
+
+
+def test_step_schedule_defaults_and_edge_lengths() -> None:
+    assert _lrs("step", total_steps=3) == pytest.approx([1.0, 0.1, 0.01])  # every step, gamma 0.1
+    assert _lrs("cosine", total_steps=1) == [1.0]
+    assert _lrs("cosine", total_steps=3, warmup_steps=3) == pytest.approx([1 / 3, 2 / 3, 1.0])
