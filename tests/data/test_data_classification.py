@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_data import make_cifar, make_image_folder
+from torchvision.transforms.v2 import functional as F
 
-from awconv.data.classification import build_classification_data
+from awconv.data.classification import build_classification_data, resolve_data_spec
 
 
 def test_image_folder_sizes_labels_and_transforms(tmp_path: Path) -> None:
@@ -128,3 +130,30 @@ def test_small_sets_fixed_stratified_split(spec: str, sizes: tuple[int, int], si
     image, _ = data.val[0]
     assert image.shape == (1, side, side)
     assert build_classification_data(spec, image_size=12).train[0][0].shape == (1, 12, 12)
+
+
+def test_resolve_data_spec_makes_only_the_directory_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_spec("cifar:data") == f"cifar:{tmp_path / 'data'}"
+    assert resolve_data_spec("imagefolder:~/sets") == f"imagefolder:{tmp_path / 'home' / 'sets'}"
+    assert resolve_data_spec("imagefolder:/a:b") == "imagefolder:/a:b"
+    assert [resolve_data_spec(spec) for spec in ("digits", "cifar:")] == ["digits", "cifar:"]
+
+
+def test_image_folder_validation_transform_is_resize_256_crop_224(tmp_path: Path) -> None:
+    """At size 224 the validation image is resized to 256 (antialiased), centre-cropped, scaled to
+    [0, 1] and normalised with ImageNet's statistics."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(
+                tmp_path / split / name / "0.png"
+            )
+    image, label = build_classification_data(f"imagefolder:{tmp_path}", image_size=224).val[1]
+    pixels = F.pil_to_tensor(Image.open(tmp_path / "val" / "b" / "0.png"))
+    resized = F.center_crop(F.resize(pixels, 256, antialias=True), 224).float() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(image, (resized - mean.view(3, 1, 1)) / std.view(3, 1, 1), rtol=0, atol=1e-5)
+    assert label == 1
