@@ -127,7 +127,7 @@ def test_loader_options_reach_the_data_loader(caplog) -> None:
     assert not caplog.records  # a shard of exactly one batch needs no warning
     assert loader.persistent_workers is True and inline.persistent_workers is False
     assert loader.collate_fn is collate and loader.generator.initial_seed() == 7
-    assert loader.sampler.rank == 1 and loader.sampler.epoch == 0
+    assert loader.sampler.rank == 1 and loader.sampler.epoch == 0 and loader.sampler.shuffle is True
     expected = [index for index, _ in EpochSampler(_Noisy(8), seed=7, num_replicas=2, rank=1)]
     assert [index for index, _ in loader.sampler] == expected
 
