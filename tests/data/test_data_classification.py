@@ -151,9 +151,20 @@ def test_image_folder_validation_transform_is_resize_256_crop_224(tmp_path: Path
             Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(
                 tmp_path / split / name / "0.png"
             )
-    image, label = build_classification_data(f"imagefolder:{tmp_path}", image_size=224).val[1]
+    data = build_classification_data(f"imagefolder:{tmp_path}", image_size=224)
+    assert data.image_size == 224
+    image, label = data.val[1]
     pixels = F.pil_to_tensor(Image.open(tmp_path / "val" / "b" / "0.png"))
     resized = F.center_crop(F.resize(pixels, 256, antialias=True), 224).float() / 255
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(image, (resized - mean.view(3, 1, 1)) / std.view(3, 1, 1), rtol=0, atol=1e-5)
     assert label == 1
+
+
+def test_image_folder_without_class_folders_names_the_layout(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ValueError) as error:
+        build_classification_data(f"imagefolder:{tmp_path}")
+    train = tmp_path / "train"
+    assert str(error.value) == f"'{train}' holds no class folders: expected {train}/<class>/*"
