@@ -11,9 +11,15 @@ import pytest
 import torch
 from PIL import Image
 from tiny_data import make_cifar, make_image_folder
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from awconv.data.classification import build_classification_data, resolve_data_spec
+from awconv.data.classification import (
+    IMAGE_EXTENSIONS,
+    ImageFolderDataset,
+    build_classification_data,
+    resolve_data_spec,
+)
 
 
 def test_image_folder_sizes_labels_and_transforms(tmp_path: Path) -> None:
@@ -168,3 +174,45 @@ def test_image_folder_without_class_folders_names_the_layout(tmp_path: Path) -> 
         build_classification_data(f"imagefolder:{tmp_path}")
     train = tmp_path / "train"
     assert str(error.value) == f"'{train}' holds no class folders: expected {train}/<class>/*"
+
+
+def test_image_folder_messages_and_the_neighbour_of_an_unreadable_image(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(b"not a png")
+    for index, level in ((1, 10), (2, 200)):
+        Image.fromarray(np.full((2, 2, 3), level, dtype=np.uint8)).save(folder / f"{index}.png")
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError) as error:
+        ImageFolderDataset(tmp_path, ("a", "zz"), v2.Identity())
+    assert str(error.value) == f"class folder '{tmp_path / 'zz'}' is missing (classes are ['a', 'zz'])"
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolderDataset(tmp_path, ("a",), v2.Identity())
+        image, label = dataset[0]  # 0.png cannot be read: the next sample, 1.png, takes its place
+    assert image.unique().tolist() == [10] and label == 0
+    skipped, unreadable = (r.getMessage() for r in caplog.records[-2:])
+    assert (
+        skipped
+        == f"skipping '{folder / 'notes.txt'}': not an image file (expected one of {IMAGE_EXTENSIONS})"
+    )
+    assert unreadable.startswith(
+        f"skipping unreadable image '{folder / '0.png'}': cannot identify image file"
+    )
+    for name in ("1.png", "2.png"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        dataset[0]
+    assert str(error.value) == f"no image under '{tmp_path}' could be read"
+
+
+def test_cifar_missing_batches_are_named(tmp_path: Path) -> None:
+    root = make_cifar(tmp_path / "data", train=4, val=2, num_classes=2)
+    (root / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        build_classification_data(f"cifar:{root}")
+    assert str(error.value) == f"CIFAR batch '{root / 'test_batch'}' is missing"
+    for batch in root.glob("data_batch_*"):
+        batch.unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        build_classification_data(f"cifar:{root}")
+    assert str(error.value) == f"'{root}' holds no data_batch_* files"
