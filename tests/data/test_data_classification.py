@@ -216,3 +216,10 @@ def test_cifar_missing_batches_are_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as error:
         build_classification_data(f"cifar:{root}")
     assert str(error.value) == f"'{root}' holds no data_batch_* files"
+
+
+def test_image_folder_gives_grayscale_images_three_channels(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((2, 3), 90, dtype=np.uint8), mode="L").save(tmp_path / "a" / "0.png")
+    image, _ = ImageFolderDataset(tmp_path, ("a",), v2.Identity())[0]
+    assert image.shape == (3, 2, 3) and image.unique().tolist() == [90]
