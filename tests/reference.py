@@ -79,19 +79,43 @@ def attention_reference(layer, x: Tensor, *, gate: str | None = None) -> Tensor:
     return GATES[gate or gen.gate](logits).expand(n, c2, c1g, kh, kw)
 
 
+# nn.Conv2d's padding_mode names and the F.pad modes that implement them.
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def reference_pads(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
+    """``F.pad``'s (left, right, top, bottom) for nn.Conv2d's ``padding``, written from its docs.
+
+    ``"same"`` pads ``dilation * (kernel - 1)`` per dimension, the smaller half before (left, top),
+    as ``nn.Conv2d`` does; ``"valid"`` pads nothing; a number pads both sides.
+    """
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        (kh, kw), (dh, dw) = kernel_size, dilation
+        total_h, total_w = dh * (kh - 1), dw * (kw - 1)
+        return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return (pw, pw, ph, ph)
+
+
+def pad_reference(layer, x: Tensor) -> Tensor:
+    """x: (N, C1, H, W) padded as ``layer``'s ``padding`` and ``padding_mode`` ask, in float64."""
+    pads = reference_pads(layer.padding, layer.kernel_size, layer.dilation)
+    return F.pad(x.double(), pads, mode=PAD_MODES[layer.padding_mode])
+
+
 def aw_layer_reference(layer, x: Tensor) -> Tensor:
-    """A whole ``AWConv2d`` forward in float64: padding mode, attention, modulated convolution."""
+    """A whole ``AWConv2d`` forward in float64: padding mode, attention, modulated convolution.
+
+    The padding is the reference's own (``pad_reference``), not the layer's.
+    """
     attention = attention_reference(layer, x)
     bias = None if layer.bias is None else layer.bias.detach()
-    x = x.double()
-    padding = layer.padding
-    if layer.padding_mode != "zeros":
-        pads = layer._pads
-        x = F.pad(x, pads, mode=layer.padding_mode)
-        padding = 0
     return aw_conv2d_reference(
-        x, layer.weight.detach(), attention, bias, layer.stride, padding, layer.dilation, layer.groups
-    )
+        pad_reference(layer, x), layer.weight.detach(), attention, bias, layer.stride, 0, layer.dilation,
+        layer.groups,
+    )  # fmt: skip
 
 
 def randomize_generator(layer, scale: float = 0.5) -> None:

@@ -205,3 +205,30 @@ def test_unconvertible_convolutions_are_named_in_a_warning(caplog: pytest.LogCap
     (warning,) = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert warning.levelname == "WARNING"
     assert "1 (StdConv2d)" in warning.getMessage() and "computes something else" in warning.getMessage()
+
+
+def test_default_rule_converts_two_pixel_kernels_and_models_without_convolutions():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 2), nn.Conv2d(4, 4, (1, 2)), nn.Conv2d(4, 4, 1))
+    assert convert(model)[1] == ["1", "2"]
+    linear = nn.Sequential(nn.Linear(2, 2))
+    assert convert(linear) == (linear, [])
+    with pytest.raises(TypeError, match=r"^model must be a torch\.nn\.Module, got int$"):
+        convert(3)
+
+
+def test_unconvertible_bare_convolution_and_the_log_messages(caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.DEBUG, logger="awconv.convert"):
+        conv = StdConv2d(4, 4, 3)
+        assert convert(conv, include=lambda name, module: True) == (conv, [])
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), StdConv2d(4, 4, 3), StdConv2d(4, 4, 3), nn.Conv2d(4, 4, 3))
+        convert(model)
+    why = (
+        "only nn.Conv2d and timm's Conv2dSame are converted, since another subclass of nn.Conv2d computes "
+        "something else with its weights"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"convert left 1 chosen convolution(s) plain: the model (StdConv2d); {why}",
+        "converted 0 of 1 convolutions to AW-convolution",
+        f"convert left 2 chosen convolution(s) plain: 1 (StdConv2d), 2 (StdConv2d); {why}",
+        "converted 1 of 4 convolutions to AW-convolution",
+    ]

@@ -9,9 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_data import make_cifar, make_image_folder
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
-from awconv.data.classification import build_classification_data
+from awconv.data.classification import (
+    IMAGE_EXTENSIONS,
+    ImageFolderDataset,
+    build_classification_data,
+    resolve_data_spec,
+)
 
 
 def test_image_folder_sizes_labels_and_transforms(tmp_path: Path) -> None:
@@ -128,3 +136,90 @@ def test_small_sets_fixed_stratified_split(spec: str, sizes: tuple[int, int], si
     image, _ = data.val[0]
     assert image.shape == (1, side, side)
     assert build_classification_data(spec, image_size=12).train[0][0].shape == (1, 12, 12)
+
+
+def test_resolve_data_spec_makes_only_the_directory_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_spec("cifar:data") == f"cifar:{tmp_path / 'data'}"
+    assert resolve_data_spec("imagefolder:~/sets") == f"imagefolder:{tmp_path / 'home' / 'sets'}"
+    assert resolve_data_spec("imagefolder:/a:b") == "imagefolder:/a:b"
+    assert [resolve_data_spec(spec) for spec in ("digits", "cifar:")] == ["digits", "cifar:"]
+
+
+def test_image_folder_validation_transform_is_resize_256_crop_224(tmp_path: Path) -> None:
+    """At size 224 the validation image is resized to 256 (antialiased), centre-cropped, scaled to
+    [0, 1] and normalised with ImageNet's statistics."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(
+                tmp_path / split / name / "0.png"
+            )
+    data = build_classification_data(f"imagefolder:{tmp_path}", image_size=224)
+    assert data.image_size == 224
+    image, label = data.val[1]
+    pixels = F.pil_to_tensor(Image.open(tmp_path / "val" / "b" / "0.png"))
+    resized = F.center_crop(F.resize(pixels, 256, antialias=True), 224).float() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(image, (resized - mean.view(3, 1, 1)) / std.view(3, 1, 1), rtol=0, atol=1e-5)
+    assert label == 1
+
+
+def test_image_folder_without_class_folders_names_the_layout(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ValueError) as error:
+        build_classification_data(f"imagefolder:{tmp_path}")
+    train = tmp_path / "train"
+    assert str(error.value) == f"'{train}' holds no class folders: expected {train}/<class>/*"
+
+
+def test_image_folder_messages_and_the_neighbour_of_an_unreadable_image(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(b"not a png")
+    for index, level in ((1, 10), (2, 200)):
+        Image.fromarray(np.full((2, 2, 3), level, dtype=np.uint8)).save(folder / f"{index}.png")
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError) as error:
+        ImageFolderDataset(tmp_path, ("a", "zz"), v2.Identity())
+    assert str(error.value) == f"class folder '{tmp_path / 'zz'}' is missing (classes are ['a', 'zz'])"
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolderDataset(tmp_path, ("a",), v2.Identity())
+        image, label = dataset[0]  # 0.png cannot be read: the next sample, 1.png, takes its place
+    assert image.unique().tolist() == [10] and label == 0
+    skipped, unreadable = (r.getMessage() for r in caplog.records[-2:])
+    assert (
+        skipped
+        == f"skipping '{folder / 'notes.txt'}': not an image file (expected one of {IMAGE_EXTENSIONS})"
+    )
+    assert unreadable.startswith(
+        f"skipping unreadable image '{folder / '0.png'}': cannot identify image file"
+    )
+    for name in ("1.png", "2.png"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        dataset[0]
+    assert str(error.value) == f"no image under '{tmp_path}' could be read"
+
+
+def test_cifar_missing_batches_are_named(tmp_path: Path) -> None:
+    root = make_cifar(tmp_path / "data", train=4, val=2, num_classes=2)
+    (root / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        build_classification_data(f"cifar:{root}")
+    assert str(error.value) == f"CIFAR batch '{root / 'test_batch'}' is missing"
+    for batch in root.glob("data_batch_*"):
+        batch.unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        build_classification_data(f"cifar:{root}")
+    assert str(error.value) == f"'{root}' holds no data_batch_* files"
+
+
+def test_image_folder_gives_grayscale_images_three_channels(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((2, 3), 90, dtype=np.uint8), mode="L").save(tmp_path / "a" / "0.png")
+    image, _ = ImageFolderDataset(tmp_path, ("a",), v2.Identity())[0]
+    assert image.shape == (3, 2, 3) and image.unique().tolist() == [90]

@@ -150,3 +150,12 @@ def test_installed_debian_set_is_the_full_fashion_mnist() -> None:
     assert torch.bincount(test_labels).tolist() == [1000] * 10
     assert (train_labels[:3].tolist(), test_labels[:3].tolist()) == ([9, 0, 0], [9, 2, 1])
     assert abs(train_images.float().mean().item() / 255 - 0.2860) < 1e-3  # the published mean
+
+
+def test_cache_is_xdg_cache_home_or_dot_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder `make data` unpacks into (the Makefile's DATA_CACHE) is where the loader looks."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert fashion_mnist.fashion_mnist_cache() == tmp_path / "home" / ".cache" / "awconv"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fashion_mnist.fashion_mnist_cache() == tmp_path / "xdg" / "awconv"

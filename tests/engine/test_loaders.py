@@ -101,3 +101,52 @@ def test_check_splits_names_the_split() -> None:
 def test_sampler_rejects_a_negative_seed() -> None:
     with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
         EpochSampler(_Noisy(2), seed=-1)
+
+
+def test_sampler_refuses_seeds_that_are_not_ints() -> None:
+    for seed in (True, "1", 1.0):
+        with pytest.raises(ValueError, match=rf"^seed must be a non-negative int, got {seed!r}$"):
+            EpochSampler(_Noisy(2), seed=seed)
+
+
+def test_sample_seeds_are_distinct_32_bit_numbers() -> None:
+    """torch's generator keeps 32 bits of a seed: wider seeds would collide there, narrow ones here."""
+    seeds = [seed for _, seed in EpochSampler(_Noisy(500), seed=3)]
+    assert len(set(seeds)) == 500 and max(seeds) < 2**32 and max(seeds) > 2**31
+
+
+def test_loader_options_reach_the_data_loader(caplog) -> None:
+    def collate(samples: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(samples)
+
+    with caplog.at_level(logging.WARNING):
+        loader = training_loader(
+            _Noisy(8), batch_size=4, seed=7, workers=1, num_replicas=2, rank=1, collate_fn=collate
+        )
+        inline = training_loader(_Noisy(8), batch_size=4, seed=7, workers=0)
+    assert not caplog.records  # a shard of exactly one batch needs no warning
+    assert loader.persistent_workers is True and inline.persistent_workers is False
+    assert loader.collate_fn is collate and loader.generator.initial_seed() == 7
+    assert loader.sampler.rank == 1 and loader.sampler.epoch == 0 and loader.sampler.shuffle is True
+    expected = [index for index, _ in EpochSampler(_Noisy(8), seed=7, num_replicas=2, rank=1)]
+    assert [index for index, _ in loader.sampler] == expected
+
+
+def test_one_process_warning_names_the_training_set(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        training_loader(_Noisy(3), batch_size=4, seed=0, workers=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--batch-size 4 is larger than the training set (3 of 3 samples): one batch of 3 per process and "
+        "epoch"
+    ]
+
+
+def test_check_splits_reads_the_first_sample_and_names_a_bare_error() -> None:
+    class FirstBroken(_Noisy):
+        def __getitem__(self, index: int) -> torch.Tensor:
+            if index == 0:
+                raise OSError
+            return super().__getitem__(index)
+
+    with pytest.raises(ValueError, match=r"^the training split of --data x cannot be read: OSError$"):
+        check_splits({"training": FirstBroken(2)}, "--data x")

@@ -112,3 +112,38 @@ def test_warmup_multistep_warms_up_linearly_and_decays_at_each_milestone_step() 
         scheduler.step()
     # Step s < 4 warms up to 0.2 + 0.8 s / 4; step 6 is the first at half the rate, step 9 at a quarter.
     assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_optimizer_options_reach_torch() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    sgd = build_optimizer(model, "sgd", lr=0.5, weight_decay=0.1)
+    assert [(g["weight_decay"], g["momentum"], g["nesterov"]) for g in sgd.param_groups] == [
+        (0.1, 0.9, True),
+        (0.0, 0.9, True),
+    ]
+    plain = build_optimizer(model, "sgd", lr=0.5, weight_decay=0.1, momentum=0.0)
+    assert [(g["momentum"], g["nesterov"]) for g in plain.param_groups] == [(0.0, False), (0.0, False)]
+    adamw = build_optimizer(model, "adamw", lr=0.5, weight_decay=0.1)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]
+
+
+def test_cosine_values_and_zero_after_the_end() -> None:
+    """Each step's rate is the closed form; from ``total_steps`` on the factor stays 0 (no rise)."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    factor = build_scheduler(optimizer, "cosine", total_steps=10, warmup_steps=2).lr_lambdas[0]
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+    assert [factor(step) for step in range(10)] == pytest.approx(expected)
+    assert [factor(step) for step in (10, 13, 20)] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    no_warmup = build_scheduler(optimizer, "cosine", total_steps=4).lr_lambdas[0]
+    assert [no_warmup(step) for step in range(5)] == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0]
+    )
+    # one step after a warm-up that fills all but one step: the cosine has reached 0
+    short = build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=2).lr_lambdas[0]
+    assert [short(step) for step in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.0])
+
+
+def test_step_schedule_defaults_and_edge_lengths() -> None:
+    assert _lrs("step", total_steps=3) == pytest.approx([1.0, 0.1, 0.01])  # every step, gamma 0.1
+    assert _lrs("cosine", total_steps=1) == [1.0]
+    assert _lrs("cosine", total_steps=3, warmup_steps=3) == pytest.approx([1 / 3, 2 / 3, 1.0])

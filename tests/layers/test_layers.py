@@ -74,6 +74,54 @@ def test_sigmoid_gate_starts_at_one_half():
     assert torch.allclose(layer.attention(torch.randn(2, 4, 5, 5)), torch.full((2, 4, 4, 3, 3), 0.5))
 
 
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_sigmoid_gate_through_the_fused_forward(padding_mode, generator):
+    """At init the sigmoid gate gives 0.5, so the layer is its conv with 1.5x the weight; off init
+    the fused forward equals the float64 reference with its own sigmoid."""
+    torch.manual_seed(5)
+    kwargs = {"padding": (1, 2), "padding_mode": padding_mode}
+    layer = AWConv2d(6, 4, (3, 2), generator=generator, rank=2, gate="sigmoid", **kwargs)
+    conv = nn.Conv2d(6, 4, (3, 2), **kwargs)
+    conv.load_state_dict({"weight": 1.5 * layer.weight, "bias": layer.bias})
+    x = torch.randn(3, 6, 7, 8)
+    with torch.no_grad():
+        assert relative_error(layer(x), conv(x)) < 1e-6
+        randomize_generator(layer)
+        attention = attention_reference(layer, x)
+        assert attention.std() > 0.1  # the gate is far from its constant init
+        assert relative_error(layer(x), aw_layer_reference(layer, x)) < 1e-5
+
+
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize(
+    ("kernel", "padding", "dilation"),
+    [((3, 4), "same", (1, 1)), ((2, 3), "same", (2, 1)), ((3, 3), (2, 1), (1, 2)), ((3, 2), "valid", (1, 1))],
+)
+def test_reference_and_layer_pad_as_nn_conv2d(padding_mode, kernel, padding, dilation):
+    """The reference's own padding and the layer's, at zero attention, both equal ``nn.Conv2d``'s
+    for every padding mode, ``"same"`` with odd and even kernels included."""
+    conv = nn.Conv2d(4, 6, kernel, padding=padding, dilation=dilation, padding_mode=padding_mode).double()
+    layer = AWConv2d.from_conv(conv)
+    x = torch.randn(2, 4, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        expected = conv(x)
+        assert relative_error(aw_layer_reference(layer, x), expected) < 1e-12
+        assert relative_error(layer(x), expected) < 1e-12
+        assert relative_error(AWConv2d.from_conv(conv.float())(x.float()), expected) < 1e-6
+
+
+def test_from_conv_copies_requires_grad():
+    conv = nn.Conv2d(4, 4, 3)
+    conv.weight.requires_grad_(False)
+    layer = AWConv2d.from_conv(conv)
+    assert not layer.weight.requires_grad and layer.bias.requires_grad
+    conv.requires_grad_(True).bias.requires_grad_(False)
+    layer = AWConv2d.from_conv(conv)
+    assert layer.weight.requires_grad and not layer.bias.requires_grad
+    assert all(p.requires_grad for p in layer.generator.parameters())
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

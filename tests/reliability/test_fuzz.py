@@ -26,6 +26,7 @@ from reference import (
     attention_reference,
     aw_conv2d_reference,
     aw_layer_reference,
+    pad_reference,
     randomize_generator,
     relative_error,
 )
@@ -111,8 +112,7 @@ def _rounding_bound(layer: AWConv2d, x: torch.Tensor) -> torch.Tensor:
     absolute terms it sums. So ``|out - exact| <= conv(|x|, |W| e) + gamma_c conv(|x|, (1 + |A|) |W|)``
     to first order; the check allows twice that for the second-order terms.
     """
-    mode = layer.padding_mode.replace("zeros", "constant")
-    padded = torch.nn.functional.pad(x.double(), layer._pads, mode=mode).abs()
+    padded = pad_reference(layer, x).abs()
     gamma_c = (layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1] + 2) * EPS
     logits, logit_error = attention_reference(layer, x, gate="none"), _logit_error_bound(layer, x)
     gate = GATES[layer.generator.gate]

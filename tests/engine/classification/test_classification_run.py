@@ -213,15 +213,64 @@ def test_best_safetensors_holds_plain_model_keys(tmp_path: Path) -> None:
         assert torch.equal(value, weights[key]), key
 
 
+class _WhatTrainingRan(pl.Callback):
+    """Records, for the first training batch, the logits' dtype, the stem convolution's input and
+    weight memory formats, and whether the network was compiled."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, object] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        network = pl_module.model
+        stem = next(
+            m for m in network.modules() if getattr(m, "weight", None) is not None and m.weight.dim() == 4
+        )
+        self.seen["compiled"] = network._compiled_call_impl is not None
+        if self.seen["compiled"]:
+            return
+
+        def record_stem(module, inputs, output) -> None:
+            if module.training and "stem_input_channels_last" not in self.seen:
+                (x,) = inputs
+                self.seen["stem_input_channels_last"] = _strictly_channels_last(x)
+                self.seen["stem_weight_channels_last"] = _strictly_channels_last(module.weight)
+                self.seen["stem_output_dtype"] = output.dtype
+
+        def record_logits(module, inputs, output) -> None:
+            if module.training and "logits_dtype" not in self.seen:
+                self.seen["logits_dtype"] = output.dtype
+
+        stem.register_forward_hook(record_stem)
+        network.register_forward_hook(record_logits)
+
+
+def _strictly_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
 @pytest.mark.parametrize(
-    "options",
+    ("options", "expected"),
     [
-        {"precision": "bf16", "channels_last": True},
-        pytest.param({"compile": True}, marks=pytest.mark.slow),
+        (
+            {"precision": "bf16", "channels_last": True},
+            {
+                "compiled": False,
+                "stem_input_channels_last": True,
+                "stem_weight_channels_last": True,
+                "stem_output_dtype": torch.bfloat16,
+                "logits_dtype": torch.bfloat16,
+            },
+        ),
+        pytest.param({"compile": True}, {"compiled": True}, marks=pytest.mark.slow),
     ],
     ids=["bf16-channels-last", "compile"],
 )
-def test_precision_layout_and_compile_options_train(tmp_path: Path, options: dict) -> None:
+def test_precision_layout_and_compile_options_train(tmp_path: Path, options: dict, expected: dict) -> None:
+    """The options reach the network: bf16 autocast, channels-last weights and inputs, compilation."""
     root = make_cifar(tmp_path / "data", train=8, val=4, num_classes=2)
-    summary = train_classifier(_recipe(f"cifar:{root}", tmp_path / "run", epochs=1, **options))
+    recorder = _WhatTrainingRan()
+    summary = train_classifier(
+        _recipe(f"cifar:{root}", tmp_path / "run", epochs=1, **options), callbacks=[recorder]
+    )
     assert 0.0 <= summary["final_val_top1"] <= 1.0 and summary["epochs"] == 1
+    assert recorder.seen == expected
