@@ -23,7 +23,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from awconv.layers.attention_generator import AttentionGenerator
-from awconv.ops import IMPLS, aw_conv2d_fused
+from awconv.ops import FUSED_IMPLS, aw_conv2d_fused
 from awconv.ops.geometry import resolve_padding, to_pair
 
 __all__ = ["PADDING_MODES", "AWConv2d"]
@@ -51,7 +51,8 @@ class AWConv2d(nn.Module):
         rank: rank of the ``"lowrank"`` generator.
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
-        impl: convolution path of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``.
+        impl: convolution path of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``,
+            or ``"triton"`` (CUDA: Triton kernels that never write the modulated kernels).
 
     Shapes:
         input (N, C1, H, W) -> output (N, C2, H_out, W_out), as ``nn.Conv2d``.
@@ -90,8 +91,8 @@ class AWConv2d(nn.Module):
             )
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if impl not in FUSED_IMPLS:
+            raise ValueError(f"impl must be one of {FUSED_IMPLS}, got {impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = to_pair(kernel_size, "kernel_size")

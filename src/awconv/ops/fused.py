@@ -24,6 +24,7 @@ Inside, tensors of the attention's size are *tap-major*: (n, T, C2, C1/g), T = k
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -36,10 +37,13 @@ from awconv.ops.paths import IMPLS, choose_impl, per_sample_conv, per_sample_con
 from awconv.ops.precision import compute_dtype
 from awconv.ops.validation import check_conv_shapes, check_tensors
 
-__all__ = ["FUSED_GATES", "FUSED_GENERATORS", "aw_conv2d_fused"]
+__all__ = ["FUSED_GATES", "FUSED_GENERATORS", "FUSED_IMPLS", "aw_conv2d_fused"]
 
 FUSED_GENERATORS = ("full", "lowrank")
 FUSED_GATES = ("tanh", "sigmoid", "none")
+# The paths, plus "triton": the Triton kernels of awconv.ops.triton_conv (CUDA; opt-in, "auto"
+# never picks it).
+FUSED_IMPLS = (*IMPLS, "triton")
 
 
 def _logits(kind: str, factors: Sequence[Tensor], samples: slice, out_channels: int) -> Tensor:
@@ -258,6 +262,22 @@ def _check_factors(kind: str, factors: Sequence[Tensor], x: Tensor, weight: Tens
             raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(factor.shape)}")
 
 
+def _run_triton(input, weight, factors, generator, gate, geometry, groups, chunk_size) -> Tensor:
+    """``impl="triton"``: ``awconv.ops.triton_conv.aw_conv2d_triton``, imported only here (triton
+    is optional), in the dtype ``compute_dtype`` picks."""
+    if chunk_size is not None:
+        raise ValueError(
+            f"chunk_size applies to the CPU paths, not impl='triton' (which stores no modulated "
+            f"kernels), got chunk_size={chunk_size!r}"
+        )
+    try:
+        triton_conv = importlib.import_module("awconv.ops.triton_conv")
+    except ImportError as error:
+        raise ImportError(f"impl='triton' needs the triton package ({error})") from error
+    with compute_dtype(input, weight, *factors) as (input, weight, *factors):
+        return triton_conv.aw_conv2d_triton(input, weight, factors, generator, gate, *geometry, groups)
+
+
 def aw_conv2d_fused(
     input: Tensor,
     weight: Tensor,
@@ -294,7 +314,9 @@ def aw_conv2d_fused(
             chunks bound the memory but re-read the generator's head once per chunk, which for
             ``"full"`` holds about 3.6x as many values as the weight (d=32, 3x3), so they are slower.
         impl: convolution path, as in ``aw_conv2d``; ``"bmm"`` works on the tap-major kernels
-            directly, the others reorder them first.
+            directly, the others reorder them first. ``"triton"`` (CUDA tensors, float32, bfloat16
+            or float16) runs the kernels of ``awconv.ops.triton_conv``, which never write the
+            modulated kernels; ``chunk_size`` must be None with it.
 
     Returns:
         (N, C2, H_out, W_out).
@@ -303,8 +325,8 @@ def aw_conv2d_fused(
         raise ValueError(f"generator must be one of {FUSED_GENERATORS}, got {generator!r}")
     if gate not in FUSED_GATES:
         raise ValueError(f"gate must be one of {FUSED_GATES}, got {gate!r}")
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl not in FUSED_IMPLS:
+        raise ValueError(f"impl must be one of {FUSED_IMPLS}, got {impl!r}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -313,6 +335,9 @@ def aw_conv2d_fused(
     check_conv_shapes(input, weight, bias, groups)
     _check_factors(generator, factors, input, weight)
     input, geometry, out_size = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    if impl == "triton":
+        out = _run_triton(input, weight, factors, generator, gate, geometry, groups, chunk_size)
+        return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
     chunk_size = min(chunk_size or input.shape[0], input.shape[0])
     path = choose_impl(chunk_size, out_size[0] * out_size[1]) if impl == "auto" else impl
     with compute_dtype(input, weight, *factors) as (input, weight, *factors):
