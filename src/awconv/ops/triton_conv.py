@@ -252,8 +252,8 @@ def _grad_input(
                 grad_out, weight, sources.a, sources.b, grad_x,
                 height, width, in_per_group, out_per_group, grad_out.shape[2], grad_out.shape[3], groups,
                 sources.rank, phase_h, phase_w, first_i, step_i, first_j, step_j, phase_height, phase_width,
-                *grad_out.stride(), *weight.stride(), *sources.a_strides, *sources.b_strides, *grad_x.stride(),
-                **constants, **tiles,
+                *grad_out.stride(), *weight.stride(), *sources.a_strides, *sources.b_strides,
+                *grad_x.stride(), **constants, **tiles,
             )  # fmt: skip
     return grad_x
 
