@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader
 
 from awconv.data.classification import ClassificationData, build_classification_data
@@ -57,5 +58,5 @@ class ClassificationDataModule(pl.LightningDataModule):
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to a GPU asynchronously
         )

@@ -119,7 +119,8 @@ def predict_images(
         if not path.is_file():
             raise FileNotFoundError(f"image file {path} does not exist")
         image = decode_image(str(path), mode=ImageReadMode.RGB)
-        prediction = model([image.float() / 255])[0]
+        device = next(model.parameters()).device
+        prediction = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
         drawn = draw_predictions(image, prediction, categories, score_thresh)
         target = out_dir / f"{path.stem}_pred.png"
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(target)
