@@ -139,7 +139,8 @@ def _fused_reference(generator: str, gate: str, x, weight, factors, stride, padd
 def check_fused(device: str, generator: str, impl: str, large: bool = False) -> None:
     """aw_conv2d_fused in float32 on ``device``, forward and gradients; ``large``: several tiles."""
     torch.manual_seed(1)
-    batch, in_channels, out_channels, size = (5, 96, 80, 12) if large else (3, 4, 6, 6)
+    # large: 2 pixel tiles, 2 C2 tiles and 3 blocks of C1/g per group, several samples per program
+    batch, in_channels, out_channels, size = (9, 160, 320, 20) if large else (3, 4, 6, 6)
     x, weight, *factors = leaves = _fused_problem(generator, device, batch, in_channels, out_channels, size)
     with full_float32_precision():
         out = aw_conv2d_fused(x, weight, factors, None, 2, 1, 1, 2, generator=generator, impl=impl)

@@ -54,7 +54,10 @@ def check(interpreter, case: dict) -> None:
 @pytest.mark.parametrize(
     "problem",
     [
-        pytest.param(case("full", "tanh", (3, 3), (1, 1), (1, 1), (1, 1), 1, 9, (3, 3)), id="full-tanh-3x3"),
+        pytest.param(
+            case("full", "tanh", (3, 3), (1, 1), (1, 1), (1, 1), 1, 9, (3, 3), target_programs=1),
+            id="full-tanh-3x3-samples-in-one-program",
+        ),
         pytest.param(
             case("lowrank", "sigmoid", (2, 3), (2, 1), (1, 0), (1, 2), 2, 1, (4, 5)),
             id="lowrank-sigmoid-strided-dilated-grouped-shared-taps",
@@ -108,7 +111,18 @@ def test_kernels_match_float64_reference_everywhere(
 def test_channels_beyond_one_block(interpreter):
     """More channels and pixels than one tile holds, and more than one sample per program."""
     problem = case("full", "tanh", (3, 3), (1, 1), (1, 1), (1, 1), 1, 9, (12, 12))
-    check(interpreter, {**problem, "batch": 3, "in_channels": 80, "out_channels": 72, "seed": 3})
+    for target_programs in (1, 1024):  # all samples in one weight-gradient program, one each
+        check(
+            interpreter,
+            {
+                **problem,
+                "batch": 3,
+                "in_channels": 80,
+                "out_channels": 72,
+                "seed": 3,
+                "target_programs": target_programs,
+            },
+        )
 
 
 def test_layer_runs_the_kernels(interpreter):

@@ -72,7 +72,8 @@ def kernel_errors(case: dict) -> dict[str, object]:
     Args:
         case: generator, gate, kernel, stride, padding, dilation, groups, taps, size, batch,
             in_channels, out_channels, rank, dtype (a name), seed; ``needs``: which of
-            (x, weight, *factors) require gradients (default all).
+            (x, weight, *factors) require gradients (default all); ``target_programs``: the
+            weight-gradient kernel's program target (1 puts every sample in one program).
 
     Returns:
         ``errors``: relative errors of the output and of each needed gradient; ``dtypes``: their
@@ -81,8 +82,10 @@ def kernel_errors(case: dict) -> dict[str, object]:
     import torch
     from reference import relative_error
 
+    from awconv.ops import triton_conv
     from awconv.ops.triton_conv import aw_conv2d_triton
 
+    triton_conv._TARGET_PROGRAMS = case.get("target_programs", 1024)
     torch.manual_seed(case["seed"])
     dtype = getattr(torch, case["dtype"])
     leaves = _problem(
