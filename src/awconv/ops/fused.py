@@ -262,9 +262,18 @@ def _check_factors(kind: str, factors: Sequence[Tensor], x: Tensor, weight: Tens
             raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(factor.shape)}")
 
 
-def _run_triton(input, weight, factors, generator, gate, geometry, groups, chunk_size) -> Tensor:
+def _run_triton(
+    input: Tensor,
+    weight: Tensor,
+    factors: Sequence[Tensor],
+    generator: str,
+    gate: str,
+    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int]],
+    groups: int,
+    chunk_size: int | None,
+) -> Tensor:
     """``impl="triton"``: ``awconv.ops.triton_conv.aw_conv2d_triton``, imported only here (triton
-    is optional), in the dtype ``compute_dtype`` picks."""
+    is optional), in the dtype ``compute_dtype`` picks. Shapes as ``aw_conv2d_fused``'s."""
     if chunk_size is not None:
         raise ValueError(
             f"chunk_size applies to the CPU paths, not impl='triton' (which stores no modulated "
@@ -272,8 +281,10 @@ def _run_triton(input, weight, factors, generator, gate, geometry, groups, chunk
         )
     try:
         triton_conv = importlib.import_module("awconv.ops.triton_conv")
-    except ImportError as error:
-        raise ImportError(f"impl='triton' needs the triton package ({error})") from error
+    except ModuleNotFoundError as error:
+        if error.name != "triton":
+            raise
+        raise ImportError("impl='triton' needs the triton package (pip install triton)") from error
     with compute_dtype(input, weight, *factors) as (input, weight, *factors):
         return triton_conv.aw_conv2d_triton(input, weight, factors, generator, gate, *geometry, groups)
 
