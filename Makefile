@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all lint demo demo-detect clean
+.PHONY: install test test-wheel test-all lint data demo demo-detect clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[train,detect,dev]"
 	touch $(STAMP)
 
@@ -20,12 +21,56 @@ test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -n 2
 
+# The package as a user gets it: the sdist and the wheel built from it (python -m build), the wheel
+# installed (not editable) into its own virtual environment beside $(VENV), and tests/wheel_smoke.py
+# run from an empty directory. The environment keeps only $(TORCH) between runs (the rest is
+# uninstalled first, so each run starts from a fresh environment with torch); it is rebuilt when
+# this file changes. The base wheel is checked without extras: the library, then the command line.
+WHEEL_VENV ?= .venv-wheel
+WPY := $(abspath $(WHEEL_VENV))/bin/python
+WHEEL_STAMP := $(WHEEL_VENV)/torch-only.txt
+SMOKE = d=$$(mktemp -d) && cd $$d && OMP_NUM_THREADS=1 $(WPY) -P $(CURDIR)/tests/wheel_smoke.py $(1); \
+	s=$$?; rm -rf $$d; exit $$s
+
+$(WHEEL_STAMP): Makefile
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WPY) -m pip install -q --upgrade pip
+	$(WPY) -m pip install -q --no-compile $(TORCH)
+	$(WPY) -m pip list --format=freeze > $@
+
+test-wheel: $(STAMP) $(WHEEL_STAMP)
+	rm -rf dist
+	$(PY) -m build -q --outdir dist .
+	$(WPY) -m pip list --format=freeze | grep -vxFf $(WHEEL_STAMP) | xargs -r $(WPY) -m pip uninstall -q -y
+	$(WPY) -m pip install -q --no-compile dist/awconv-*.whl
+	$(call SMOKE,library)
+	$(call SMOKE,cli)
+
 test-all: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+# Fashion-MNIST (issue 17) from Debian's dataset-fashion-mnist package: apt-get as root; otherwise
+# apt-get download + dpkg -x into $(DATA_CACHE), which `--data fashion-mnist` also searches.
+FASHION_MNIST := usr/share/datasets/fashion-mnist
+SYSTEM_DATA ?= /
+DATA_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/awconv
+AS_ROOT ?= $(shell [ "$$(id -u)" = 0 ] && echo yes)
+data:
+	@for dir in $(SYSTEM_DATA)$(FASHION_MNIST) $(DATA_CACHE)/$(FASHION_MNIST); do \
+		[ -f $$dir/t10k-labels-idx1-ubyte.gz ] && { echo "Fashion-MNIST is in $$dir"; exit 0; }; \
+	done; \
+	if [ "$(AS_ROOT)" = yes ]; then \
+		apt-get install -y dataset-fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; }; \
+	else \
+		tmp=$$(mktemp -d) && (cd $$tmp && apt-get download dataset-fashion-mnist) && mkdir -p $(DATA_CACHE) && \
+		dpkg -x $$tmp/dataset-fashion-mnist_*.deb $(DATA_CACHE) && rm -rf $$tmp && \
+		echo "Fashion-MNIST is in $(DATA_CACHE)/$(FASHION_MNIST)"; \
+	fi
 
 # The README's demo: six ResNet-20 variants x 2 seeds on MNIST 5k, about 10 min on 2 CPU cores.
 # One thread per process: on shared cores, more threads spin against each other.
@@ -36,7 +81,7 @@ demo: $(STAMP)
 		--schedule cosine --warmup-epochs 0.3 --workers 0 --accelerator cpu --out runs/demo
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) $(WHEEL_VENV) build dist .pytest_cache .hypothesis
 
 # Detection demo: plain vs AW ResNet-18-FPN Faster R-CNN on a synthetic shapes set, on CPU, both runs
 # side by side with one thread each; prints both mAP tables and writes runs/demo-detect/report/.

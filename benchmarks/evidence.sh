@@ -3,13 +3,13 @@
 #
 #   bash benchmarks/evidence.sh EXPERIMENT [EXPERIMENT ...]
 #
-# EXPERIMENT: mnist5k, digits, ablation, finetune, detection, or all (in that order). Every
+# EXPERIMENT: mnist5k, digits, ablation, finetune, detection, inspect, or all (in that order). Every
 # experiment writes under runs/evidence/<experiment>/; finished runs are reused, so a stopped
 # experiment continues where it stopped and a second call only rewrites the reports (and
 # re-measures throughput: run it on a quiet machine for the images/s columns). One CPU thread per
 # process; two experiments can run side by side on a 2-core machine. Run times on this project's
 # 2-core CPU, two at a time: mnist5k 40 min, digits 30 min, ablation 40 min, finetune 20 min,
-# detection 30 min.
+# detection 30 min, inspect 3-5 min per report.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -107,12 +107,41 @@ detection() {
         --data "coco:$DET/shapes/val,$DET/shapes/annotations/instances_val.json"
 }
 
+# What the trained attention does (docs/results.md, section 5): `awconv inspect` on the last checkpoint
+# of seed 0 of every AW model of mnist5k (its 1,000 validation images) and of the ablation's lowrank
+# variants (digits' 360). A run not trained yet is skipped with a note; a report newer than its
+# checkpoint is kept.
+inspect_run() {  # SET MODEL[:KEY=VALUE,...] DATA-ARGUMENTS...
+    local set=$1 spec=$2 args=()
+    shift 2
+    local run="$OUT/$set/runs/${spec//:/_}/seed0" out="$OUT/inspect/$set/${spec//:/_}"
+    if [[ $spec == *:* ]]; then
+        local pairs
+        IFS=, read -ra pairs <<< "${spec#*:}"
+        for pair in "${pairs[@]}"; do args+=(--model-arg "$pair"); done
+    fi
+    if [[ ! -f "$run/checkpoints/last.ckpt" ]]; then
+        echo "inspect: skipping $run: not trained yet (run the $set experiment first)" >&2
+        return 0
+    fi
+    [[ "$out/report.md" -nt "$run/checkpoints/last.ckpt" ]] && return 0
+    "${AWCONV[@]}" inspect "${spec%%:*}" --weights "$run/checkpoints/last.ckpt" "${args[@]}" "$@" --out "$out"
+}
+inspect() {
+    for model in aw_resnet20_cifar aw_seresnet20_cifar aw_cbamresnet20_cifar; do
+        inspect_run mnist5k "$model" --data mnist5k --image-size 16
+    done
+    for model in aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4; do
+        inspect_run ablation "$model" --data digits
+    done
+}
+
 [[ $# -gt 0 ]] || { sed -n 2,12p "$0"; exit 2; }
 for experiment in "$@"; do
     case "$experiment" in
-        mnist5k | digits | ablation | finetune | detection) "$experiment" ;;
-        all) mnist5k; digits; ablation; finetune; detection ;;
-        *) echo "unknown experiment '$experiment'; expected mnist5k, digits, ablation, finetune, detection or all" >&2
+        mnist5k | digits | ablation | finetune | detection | inspect) "$experiment" ;;
+        all) mnist5k; digits; ablation; finetune; detection; inspect ;;
+        *) echo "unknown experiment '$experiment'; expected mnist5k, digits, ablation, finetune, detection, inspect or all" >&2
            exit 2 ;;
     esac
 done

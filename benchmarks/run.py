@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bench_cifar import SECTION_BEGIN, SECTION_END
 from bench_levers import LEVERS, bench_levers, format_levers_table
 from bench_models import MODELS, ModelResult, bench_model, format_model_table, label, profile_model_step
 from bench_operator import (
@@ -39,6 +40,11 @@ from awconv.engine.allocator import keep_freed_memory
 COMMAND = "python benchmarks/run.py"
 # The code changes measured over issue #6, hand-written: included verbatim at the end.
 LEVER_HISTORY = Path(__file__).with_name("lever_history.md")
+# Written by bench_compile.py and bench_channels_last.py (minutes each, run on their own): included
+# verbatim before the lever history.
+SEPARATE_RESULTS = tuple(
+    Path(__file__).with_name(name) for name in ("compile_results.md", "channels_last_results.md")
+)
 STRIDED_METHODS = ("plain", "aw full", "aw lowrank1", "condconv")
 LAYER_TARGET, FULL_INFER_TARGET, FULL_TRAIN_TARGET, MEMORY_TARGET, LOWRANK_TARGET = 1.3, 0.5, 0.4, 1.5, 0.8
 ALLOCATOR_DEFAULT = "glibc default: large freed blocks are unmapped (run without `--keep-freed-memory`)"
@@ -301,6 +307,7 @@ def _document(
             "models.",
             levers,
         ]
+    parts += [path.read_text().strip() for path in SEPARATE_RESULTS if path.exists()]
     parts.append(LEVER_HISTORY.read_text().strip())
     return "\n\n".join(parts) + "\n"
 
@@ -397,6 +404,15 @@ def main() -> None:
     text = _document(
         args.quick, before, machine_info(), seen, time.perf_counter() - start, ops, models, profiles, levers
     )
+    old = args.output.read_text() if args.output.exists() else ""
+    if SECTION_BEGIN in old and SECTION_END in old:  # bench_cifar.py's section stays as it was
+        text += (
+            "\n"
+            + SECTION_BEGIN
+            + old.split(SECTION_BEGIN, 1)[1].split(SECTION_END, 1)[0]
+            + SECTION_END
+            + "\n"
+        )
     args.output.write_text(text)
     print(text)
 

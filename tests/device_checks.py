@@ -32,7 +32,8 @@ from reference import (
 from torch import Tensor, nn
 
 from awconv import AWConv2d
-from awconv.ops import FUSED_IMPLS, IMPLS, aw_conv2d, aw_conv2d_fused
+from awconv.ops import IMPLS, aw_conv2d, aw_conv2d_fused
+from awconv.ops import fused_impls as registered_fused_impls
 
 GENERATORS = ("full", "lowrank")
 GATES = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
@@ -52,7 +53,7 @@ class Check(NamedTuple):
 
 def fused_impls(device: str) -> list[str]:
     """The fused operator's paths on ``device``: "triton" needs CUDA."""
-    return [impl for impl in FUSED_IMPLS if impl != "triton" or device == "cuda"]
+    return [impl for impl in registered_fused_impls() if impl != "triton" or device == "cuda"]
 
 
 @contextlib.contextmanager

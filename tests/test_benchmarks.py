@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from bench_cli import format_table as format_cli_table
+from bench_cli import median_seconds
 from bench_levers import LeverResult, format_levers_table
 from bench_models import bench_model, format_model_table
 from bench_operator import (
@@ -99,3 +101,35 @@ def test_model_benchmark_and_document(operator_results):
     text = _document(True, info, info, {}, 1.0, operator_results, models, profiles, levers)
     assert "## Targets (issue #6)" in text and "not measured in this run" in text
     assert "## Levers, one at a time" in text and "## Code levers measured over issue #6" in text
+
+
+def test_cli_benchmark_times_a_process_and_prints_its_row():
+    seconds = median_seconds(["-c", "pass"], repeats=1)
+    assert 0 < seconds < 60
+    assert format_cli_table([("awconv --help", 0.5)]).splitlines()[-1] == "| `awconv --help` | 0.50 |"
+
+
+def test_cifar_benchmark_tables_and_doc_section(tmp_path):
+    from bench_cifar import (
+        CONV_ALONE,
+        SECTION_BEGIN,
+        SECTION_END,
+        CifarLayer,
+        bench_layers,
+        doc_section,
+        format_layer_table,
+        write_doc_section,
+    )
+
+    layer = CifarLayer(4, 8, 6, 2)
+    times = bench_layers(layer, 2, ("auto", "loop"), repeats=1)
+    assert set(times) == {"plain", CONV_ALONE, "auto", "loop"} and all(ms > 0 for ms in times.values())
+    table = format_layer_table([(layer, 2, times)], ("auto", "loop"))
+    assert "4->8@6/2" in table and f"({times['loop'] / times['plain']:.2f}×)" in table
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nkept\n")
+    write_doc_section(doc_section("first"), doc)
+    write_doc_section(doc_section("second"), doc)
+    text = doc.read_text()
+    assert text.count(SECTION_BEGIN) == 1 and "second" in text and "first" not in text
+    assert text.index("kept") < text.index(SECTION_BEGIN) < text.index(SECTION_END)

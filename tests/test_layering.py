@@ -1,4 +1,5 @@
-"""Data flows one way: ops <- layers <- convert <- models <- data, detection, profiling <- engine <- cli.
+"""Data flows one way: ops <- layers <- convert <- models <- data, detection, profiling, export <- engine
+<- cli.
 
 Every ``awconv`` import inside the package is read from the source (``ast``), so an import that
 points upward fails here, whether or not it runs at import time.
@@ -22,9 +23,11 @@ RANKS = {
     "data": 4,
     "detection": 4,
     "profiling": 4,
+    "export": 4,
     "engine": 5,
     "engine.classification": 6,
     "engine.detection": 6,
+    "engine.inspection": 6,
     "cli": 7,
 }
 

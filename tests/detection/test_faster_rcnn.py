@@ -1,4 +1,4 @@
-"""Faster R-CNN assembly: forward passes, freezing, AW generators, the name registry."""
+"""Faster R-CNN assembly: forward passes, freezing, AW generators, multi-scale sizes, the name registry."""
 
 import pytest
 import timm
@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import awconv
-from awconv.detection import create_detector, fasterrcnn, list_detectors
+from awconv.detection import create_detector, fasterrcnn, has_masks, list_detectors
 from awconv.layers import AttentionGenerator, AWConv2d
 
 # Tiny images and few proposals keep these tests fast on a CPU.
@@ -27,7 +27,15 @@ TINY = {
 @pytest.fixture(scope="module")
 def aw_detector() -> nn.Module:
     torch.manual_seed(0)
-    return fasterrcnn("aw_resnet18", num_classes=4, generator="lowrank", rank=2, **TINY)
+    model = fasterrcnn("aw_resnet18", num_classes=4, generator="lowrank", rank=2, **TINY)
+    # Off the init: with Pointconv2 at zero the attention is 0 and Pointconv1 receives no
+    # gradient; timm's zero-initialised last BatchNorm of each block cuts the whole branch off.
+    for module in model.modules():
+        if isinstance(module, AttentionGenerator):
+            nn.init.normal_(module.pointconv2.weight, std=0.05)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+    return model
 
 
 def _targets(count: int) -> list[dict[str, torch.Tensor]]:
@@ -45,8 +53,11 @@ def test_forward_train_and_eval_with_different_image_sizes(aw_detector: nn.Modul
     losses = aw_detector(images, _targets(batch))
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
-    grads = [m.pointconv1.weight.grad for m in aw_detector.modules() if isinstance(m, AttentionGenerator)]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    generators = [m for m in aw_detector.modules() if isinstance(m, AttentionGenerator)]
+    assert len(generators) == 16
+    for generator in generators:  # the loss reaches every generator's every convolution
+        for conv in (generator.pointconv1, generator.pointconv2, generator.pointconv2_in):
+            assert torch.isfinite(conv.weight.grad).all() and conv.weight.grad.abs().sum() > 0
     aw_detector.zero_grad()
     aw_detector.eval()
     with torch.no_grad():
@@ -100,14 +111,27 @@ def test_module_backbone_converted_in_the_test_and_freeze_option() -> None:
 def test_registry_names_and_errors() -> None:
     names = list_detectors()
     assert (
-        len(names) == 30
+        len(names) == 60
         and "fasterrcnn_aw_resnet50_fpn" in names
-        and "fasterrcnn_aw_cbamresnet152_fpn" in names
+        and "maskrcnn_aw_cbamresnet152_fpn" in names
     )
     model = create_detector("fasterrcnn_resnet18_fpn", num_classes=5, **TINY)
-    assert model.roi_heads.box_predictor.cls_score.out_features == 5
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5 and not has_masks(
+        "fasterrcnn_resnet18_fpn"
+    )
     with pytest.raises(ValueError, match="fasterrcnn_aw_resnet50_fpn"):
         create_detector("fasterrcnn_aw_resnet5_fpn")
+
+
+def test_several_min_sizes_train_at_a_random_one_and_evaluate_at_the_last() -> None:
+    model = fasterrcnn("resnet18", num_classes=3, min_size=(32, 48, 64), max_size=200)
+    image = torch.rand(3, 50, 100)
+    model.transform.train()
+    torch.manual_seed(0)
+    heights = {model.transform([image])[0].image_sizes[0][0] for _ in range(30)}
+    assert heights == {32, 48, 64}
+    model.transform.eval()
+    assert model.transform([image])[0].image_sizes[0] == (64, 128)
 
 
 def test_bad_arguments_name_what_is_expected() -> None:
@@ -115,6 +139,8 @@ def test_bad_arguments_name_what_is_expected() -> None:
         fasterrcnn("resnet18", num_classes=3, trainable_layers=6, freeze=True)
     with pytest.raises(ValueError, match="num_classes"):
         fasterrcnn("resnet18", num_classes=1)
+    with pytest.raises(ValueError, match=r"max_size must be an int >= min_size \(800\), got 600"):
+        fasterrcnn("resnet18", num_classes=3, min_size=(480, 800), max_size=600)
     with pytest.raises(ValueError, match="not a registered timm model"):
         fasterrcnn("resnet17")
     with pytest.raises(ValueError, match="feature_info"):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from awconv.engine.allocator import DISABLE_VARIABLE, keep_freed_memory
 
-# Allocates and frees a 64 MiB tensor repeatedly and prints the page faults of the repeats.
+# Allocates and frees a 64 MiB tensor repeatedly and prints the page faults of the repeats. The
+# probe loads the model families first, as every training process does: in a bare interpreter the
+# heap's layout alone can make glibc serve each allocation from fresh pages whatever the thresholds.
 PROBE = """
 import resource, torch
+import awconv.models
 from awconv.engine.allocator import keep_freed_memory
 print(keep_freed_memory())
 torch.empty(1 << 24).fill_(1)
@@ -24,7 +28,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_memory_is_reused_without_page_faults():
-    env = {"OMP_NUM_THREADS": "1", "PATH": ""}
+    source = str(Path(__file__).resolve().parents[2] / "src")  # the tree under test, not an installed copy
+    env = {"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": source}
     kept = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True)
     plain = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env={**env, DISABLE_VARIABLE: "0"},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from awconv.engine.optim import build_optimizer, build_scheduler, param_groups
+from awconv.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_multistep
 
 
 def test_no_weight_decay_on_norms_and_biases() -> None:
@@ -18,10 +20,46 @@ def test_no_weight_decay_on_norms_and_biases() -> None:
     assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_optimizers(name: str) -> None:
-    optimizer = build_optimizer(nn.Linear(2, 2), name, lr=0.5, weight_decay=0.1)
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("sgd", "SGD"), ("adamw", "AdamW"), ("lamb", "Lamb"), ("lars", "Lars")],
+)
+def test_optimizers(name: str, kind: str) -> None:
+    optimizer = build_optimizer(nn.Linear(2, 2), name, lr=0.5, weight_decay=0.1, betas=(0.8, 0.9))
+    assert type(optimizer).__name__ == kind
     assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.5]
+    # The weight decays, the bias not; in this order, which checkpoints of earlier runs hold.
+    assert [(g["params"][0].ndim, g["weight_decay"]) for g in optimizer.param_groups] == [(2, 0.1), (1, 0.0)]
+    if name in ("adamw", "lamb"):
+        assert optimizer.defaults["betas"] == (0.8, 0.9)
+    if name == "sgd":
+        assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
+
+
+def test_layer_decay_gives_each_block_its_lr() -> None:
+    """resnet20_cifar: stem, 9 blocks, head; layer k of 11 gets lr * 0.5 ** (10 - k)."""
+    import timm
+
+    import awconv  # noqa: F401  (registers the model)
+
+    model = timm.create_model("resnet20_cifar", num_classes=3)
+    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    depths = set()
+    for name, param in model.named_parameters():
+        if name.startswith(("conv1.", "bn1.")):
+            depth = 0
+        elif name.startswith("layer"):
+            stage, block = int(name[5]), int(name.split(".")[1])
+            depth = 1 + 3 * (stage - 1) + block
+        else:
+            assert name.startswith("fc."), name
+            depth = 10
+        depths.add(depth)
+        assert lr_of[id(param)] == pytest.approx(0.1 * 0.5 ** (10 - depth)), name
+    assert depths == set(range(11))
+    with pytest.raises(ValueError, match=r"--layer-decay 0\.5: Sequential has no layers to decay"):
+        build_optimizer(nn.Sequential(nn.Linear(2, 2)), "sgd", lr=0.1, weight_decay=0, layer_decay=0.5)
 
 
 def _lrs(name: str, **kwargs) -> list[float]:
@@ -41,6 +79,15 @@ def test_warmup_then_cosine() -> None:
     assert lrs[4:] == sorted(lrs[4:], reverse=True) and lrs[-1] < 0.05
 
 
+def test_warmup_lr_and_min_lr() -> None:
+    """Warm-up from 0.1 of the peak, cosine down to 0.2 of it."""
+    lrs = _lrs("cosine", total_steps=6, warmup_steps=2, warmup_factor=0.1, min_factor=0.2)
+    cosine = [0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * p)) for p in (0, 0.25, 0.5, 0.75)]
+    assert lrs == pytest.approx([0.55, 1.0, *cosine])
+    step = _lrs("step", total_steps=6, step_every=2, gamma=0.1, min_factor=0.05)
+    assert step == pytest.approx([1, 1, 0.1, 0.1, 0.05, 0.05])
+
+
 def test_step_schedule() -> None:
     assert _lrs("step", total_steps=6, step_every=2, gamma=0.5) == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
 
@@ -52,4 +99,16 @@ def test_bad_schedule_arguments() -> None:
     with pytest.raises(ValueError, match="warmup_steps"):
         build_scheduler(optimizer, "cosine", total_steps=3, warmup_steps=5)
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        build_optimizer(nn.Linear(1, 1), "lamb", lr=1, weight_decay=0)
+        build_optimizer(nn.Linear(1, 1), "rmsprop", lr=1, weight_decay=0)
+
+
+def test_warmup_multistep_warms_up_linearly_and_decays_at_each_milestone_step() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_multistep(optimizer, warmup_steps=4, warmup_factor=0.2, milestones=(9, 6), gamma=0.5)
+    lrs = []
+    for _ in range(11):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Step s < 4 warms up to 0.2 + 0.8 s / 4; step 6 is the first at half the rate, step 9 at a quarter.
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25])

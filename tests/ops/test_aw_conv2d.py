@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -85,6 +87,26 @@ def test_forward_matches_float64_reference(impl, config):
     assert out.shape == expected.shape
     assert out.dtype == torch.float32
     assert relative_error(out, expected) < 1e-5
+    if config["channels_last"] and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@settings(max_examples=25, deadline=None)
+@given(config=conv_configs())
+def test_composite_matches_float64_reference(config):
+    """The composite form (ONNX export, TorchScript tracing, torch.func): forward and gradients."""
+    x, weight, attention, bias = make_problem(config, torch.float64, requires_grad=True)
+    inputs = [t for t in (x, weight, attention, bias) if t is not None]
+    with mock.patch("awconv.ops.aw_conv2d.wants_composite", lambda: True):
+        out = aw_conv2d(x, weight, attention, bias, *conv_args(config), residual=config["residual"])
+    expected = aw_conv2d_reference(x, weight, attention, bias, *conv_args(config), config["residual"])
+    assert relative_error(out, expected) < 1e-12
+    if config["channels_last"] and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    for got, want in zip(grads, torch.autograd.grad(expected, inputs, grad_out), strict=True):
+        assert relative_error(got, want) < 1e-10
 
 
 @pytest.mark.parametrize("impl", PATHS)

@@ -1,6 +1,9 @@
-"""aw_conv2d_fused against aw_conv2d on the gated logits, in float64, with gradients."""
+"""aw_conv2d_fused against aw_conv2d on the gated logits, in float64, with gradients; the operator
+and the composite form (what ONNX export, TorchScript tracing and torch.func run) alike."""
 
 from __future__ import annotations
+
+from unittest import mock
 
 import pytest
 import torch
@@ -71,6 +74,11 @@ def make_tensors(problem, dtype):
     return x, weight, bias, factors
 
 
+def composite_route():
+    """Makes ``aw_conv2d_fused`` take the composite form, as it does under ONNX export."""
+    return mock.patch("awconv.ops.fused.wants_composite", lambda: True)
+
+
 def run_both(problem, dtype):
     x, weight, bias, factors = make_tensors(problem, dtype)
     geometry = (problem["stride"], problem["padding"], 1, problem["groups"])
@@ -97,9 +105,28 @@ def test_fused_forward_matches_float64_reference(problem):
     assert relative_error(out, expected) < 1e-5
 
 
+@settings(max_examples=25, deadline=None)
+@given(problem=fused_problems())
+def test_composite_forward_matches_float64_reference(problem):
+    with composite_route():
+        out, expected, _ = run_both(problem, torch.float32)
+    assert relative_error(out, expected) < 1e-5
+
+
 @settings(max_examples=40, deadline=None)
 @given(problem=fused_problems())
 def test_fused_gradients_match_float64_reference(problem):
+    check_gradients(problem)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=fused_problems())
+def test_composite_gradients_match_float64_reference(problem):
+    with composite_route():
+        check_gradients(problem)
+
+
+def check_gradients(problem):
     x, weight, bias, factors = make_tensors(problem, torch.float64)
     inputs = [t for t in (x, weight, bias, *factors) if t is not None]
     for tensor in inputs:
@@ -222,7 +249,7 @@ def test_saturated_gate_keeps_relative_precision(gate):
 def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
     """The logits are written once, contiguous, in the tap-major layout the later passes expect:
     a strided result (what einsum returns for rank 1) would be copied by every pass after it."""
-    from awconv.ops.fused import _logits
+    from awconv.ops.fused_aten import _logits
 
     factor_out, factor_in = (
         torch.randn(3, 5, rank, 9, dtype=torch.float64),
@@ -232,3 +259,15 @@ def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
     expected = torch.einsum("narp,nrbp->npab", factor_out[1:3], factor_in[1:3])
     assert logits.is_contiguous() and logits.shape == (2, 9, 5, 4)
     assert relative_error(logits, expected) < 1e-14
+
+
+def test_fused_auto_choice() -> None:
+    """``auto`` keeps small kernels off ``bmm`` even at small outputs; large ones take it there."""
+    from awconv.ops.kernels import FUSED_BMM_MIN_KERNEL_VALUES, choose_fused_kernel
+
+    large, small = 256 * 256 * 9, 64 * 64 * 9
+    assert small < FUSED_BMM_MIN_KERNEL_VALUES <= large
+    assert choose_fused_kernel("cpu", 8, 7 * 7, large) == "bmm"
+    assert choose_fused_kernel("cpu", 8, 7 * 7, small) == "grouped"
+    assert choose_fused_kernel("cpu", 8, 28 * 28, large) == "grouped"
+    assert choose_fused_kernel("cpu", 1, 7 * 7, large) == "loop"

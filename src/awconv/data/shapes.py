@@ -3,7 +3,7 @@
 For offline demos and tests. Each image holds one to four non-overlapping circles, squares and
 triangles (rotated, in random colours) on a smooth random texture with pixel noise. The output is
 what COCO ships: ``train/`` and ``val/`` PNG folders and ``annotations/instances_{train,val}.json``
-with boxes, polygon segmentations, areas and categories.
+with boxes, instance masks as polygon segmentations, areas (of the polygons) and categories.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ _MAX_SHAPES = 4
 _PLACEMENT_TRIES = 50
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """A smooth random colour field (a bilinearly upsampled 4x4 grid) plus pixel noise."""
     grid = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.uint8)
-    smooth = np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    smooth = np.asarray(Image.fromarray(grid).resize((width, height), Image.BILINEAR), dtype=np.float32)
     noisy = smooth + rng.normal(0, 12, size=smooth.shape)
     return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
 
@@ -56,16 +56,17 @@ def _disjoint(box: list[float], boxes: list[list[float]]) -> bool:
     return all(x + w <= bx or bx + bw <= x or y + h <= by or by + bh <= y for bx, by, bw, bh in boxes)
 
 
-def _draw_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict]]:
-    """One image and its objects ``{"category_id", "bbox", "area", "segmentation"}``."""
-    image = _background(rng, size)
+def _draw_image(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, list[dict]]:
+    """One image and its objects ``{"category_id", "bbox", "area", "segmentation"}`` (polygons)."""
+    image = _background(rng, width, height)
     draw = ImageDraw.Draw(image)
     objects: list[dict] = []
+    size = min(width, height)
     for _ in range(rng.integers(1, _MAX_SHAPES + 1)):
         for _ in range(_PLACEMENT_TRIES):
             category = int(rng.integers(len(SHAPE_CLASSES)))
             radius = rng.uniform(0.1, 0.22) * size
-            cx, cy = rng.uniform(radius, size - radius, size=2)
+            cx, cy = rng.uniform(radius, [width - radius, height - radius])
             points = _polygon(rng, SHAPE_CLASSES[category], cx, cy, radius)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -86,14 +87,21 @@ def _draw_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[
     return image, objects
 
 
-def _write_split(rng: np.random.Generator, root: Path, split: str, count: int, size: int) -> Path:
+def _write_split(
+    rng: np.random.Generator, root: Path, split: str, count: int, size: int, aspect_ratios: tuple[float, ...]
+) -> Path:
     (root / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id in range(1, count + 1):
-        image, objects = _draw_image(rng, size)
+        # One ratio draws nothing, so square sets are the same with or without this option.
+        ratio = (
+            aspect_ratios[rng.integers(len(aspect_ratios))] if len(aspect_ratios) > 1 else aspect_ratios[0]
+        )
+        width = round(size * ratio)
+        image, objects = _draw_image(rng, width, size)
         file_name = f"{image_id:06d}.png"
         image.save(root / split / file_name)
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": size})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
     dataset = {
@@ -113,16 +121,24 @@ def _write_split(rng: np.random.Generator, root: Path, split: str, count: int, s
 
 
 def make_shapes(
-    out_dir: str | Path, *, images: int = 300, size: int = 96, seed: int = 0, val_fraction: float = 0.2
+    out_dir: str | Path,
+    *,
+    images: int = 300,
+    size: int = 96,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    aspect_ratios: tuple[float, ...] = (1.0,),
 ) -> dict[str, tuple[Path, Path]]:
-    """Writes a shapes detection set in COCO format.
+    """Writes a shapes detection and instance segmentation set in COCO format.
 
     Args:
         out_dir: the folder to write (created; existing files of the same names are replaced).
         images: images in both splits together (at least 2).
-        size: image side in pixels (square images, at least 32).
+        size: image height in pixels (at least 32).
         seed: the random seed; the same arguments give the same files.
         val_fraction: the share of images in the validation split (at least one image each).
+        aspect_ratios: width / height of each image, drawn uniformly from these (each in [0.5, 2]);
+            the default makes square images.
 
     Returns:
         ``{"train": (images_dir, annotations_json), "val": (...)}``.
@@ -131,6 +147,14 @@ def make_shapes(
         raise ValueError(f"images must be an int >= 2 (one per split at least), got {images!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 32:
         raise ValueError(f"size must be an int >= 32 pixels, got {size!r}")
+    if (
+        not isinstance(aspect_ratios, (tuple, list))
+        or not aspect_ratios
+        or not all(isinstance(r, (int, float)) and 0.5 <= r <= 2 for r in aspect_ratios)
+    ):
+        raise ValueError(
+            f"aspect_ratios must be a non-empty list of numbers in [0.5, 2], got {aspect_ratios!r}"
+        )
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     root = Path(out_dir)
@@ -138,5 +162,6 @@ def make_shapes(
     val_count = min(max(1, round(images * val_fraction)), images - 1)
     counts = {"train": images - val_count, "val": val_count}
     return {
-        split: (root / split, _write_split(rng, root, split, count, size)) for split, count in counts.items()
+        split: (root / split, _write_split(rng, root, split, count, size, tuple(aspect_ratios)))
+        for split, count in counts.items()
     }

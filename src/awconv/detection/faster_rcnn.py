@@ -1,96 +1,40 @@
 """Faster R-CNN with a feature pyramid on any awconv ResNet backbone.
 
-Ren et al., "Faster R-CNN" (NeurIPS 2015) and Lin et al., "Feature Pyramid Networks" (CVPR 2017),
-assembled from torchvision's ``BackboneWithFPN`` and ``FasterRCNN`` exactly as torchvision's
-``fasterrcnn_resnet50_fpn`` does: anchors, RoI pooling and NMS are torchvision's. Only the ResNet
-differs: any ResNet registered with timm (plain, SE, CBAM, AW and their combinations).
-
-Freezing follows torchvision's ``fasterrcnn_resnet50_fpn``: a pretrained backbone has every
-BatchNorm replaced by a ``FrozenBatchNorm2d`` and all parameters outside the last
-``trainable_layers`` stages stop receiving gradients; a backbone trained from scratch keeps
-ordinary BatchNorm and trains whole. The AW attention generators are the exception to freezing:
-they stay trainable inside frozen stages too (unless ``train_generators=False``), because a plain
-pretrained ResNet has no weights for them: loaded into an AW backbone they start at zero
-attention and have to be learned on the detection data.
+Ren et al., "Faster R-CNN" (NeurIPS 2015), assembled from ``awconv.detection.backbone`` and
+torchvision's ``FasterRCNN`` exactly as torchvision's ``fasterrcnn_resnet50_fpn`` does: anchors,
+RoI pooling, NMS and the image transform are torchvision's. Only the ResNet differs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
-from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from awconv.layers import AttentionGenerator
-from awconv.models import load_pretrained
+from awconv.detection.backbone import create_fpn_backbone
 
-__all__ = ["FPN_CHANNELS", "STAGES", "fasterrcnn", "resnet_fpn_backbone"]
-
-STAGES = ("layer1", "layer2", "layer3", "layer4")
-FPN_CHANNELS = 256
-# Unfrozen first as ``trainable_layers`` grows, as in torchvision's ``_resnet_fpn_extractor``.
-_TRAIN_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
+__all__ = ["check_detector_arguments", "fasterrcnn"]
 
 
-def _stage_channels(resnet: nn.Module) -> list[int]:
-    """Output channels of layer1..layer4, from timm's ``feature_info``."""
-    info = getattr(resnet, "feature_info", None)
-    channels = {entry["module"]: entry["num_chs"] for entry in info or ()}
-    missing = [stage for stage in STAGES if stage not in channels or not hasattr(resnet, stage)]
-    if missing:
-        raise ValueError(
-            f"backbone must be a ResNet with attributes {STAGES} listed in timm's feature_info, "
-            f"missing {missing} in {type(resnet).__name__}"
-        )
-    return [channels[stage] for stage in STAGES]
+def check_detector_arguments(
+    num_classes: int, min_size: int | Sequence[int], max_size: int
+) -> tuple[int, ...]:
+    """Checks the arguments every detector shares; returns ``min_size`` as a tuple.
 
-
-def resnet_fpn_backbone(
-    resnet: nn.Module, *, freeze: bool = True, trainable_layers: int = 3, train_generators: bool = True
-) -> BackboneWithFPN:
-    """Puts an FPN on layer1..layer4 of a ResNet, frozen as torchvision does (in place).
-
-    Args:
-        resnet: a timm ResNet with torchvision attribute names (``conv1``, ``bn1``, ``layer1``..``layer4``).
-        freeze: replace BatchNorm by ``FrozenBatchNorm2d`` and freeze the early stages; ``False``
-            leaves the ResNet untouched (for training from scratch).
-        trainable_layers: with ``freeze``, how many stages, counted from ``layer4`` back to
-            ``conv1``, keep training (0-5); 5 also trains ``bn1``'s affine parameters before they
-            are frozen.
-        train_generators: with ``freeze``, keep the AW attention generators trainable in frozen stages.
-
-    Returns:
-        A ``BackboneWithFPN`` mapping images (N, 3, H, W) to an ordered dict of five 256-channel
-        maps ``"0"``..``"3"`` (strides 4-32) and ``"pool"`` (stride 64).
+    A tuple of several sizes is torchvision's multi-scale training: ``GeneralizedRCNNTransform``
+    resizes each training image's shorter side to one of them at random and evaluates at the last.
     """
-    if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int):
-        raise TypeError(f"trainable_layers must be an int in [0, 5], got {trainable_layers!r}")
-    if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
-    in_channels = _stage_channels(resnet)
-    if freeze:
-        resnet = freeze_batch_norm_2d(resnet)
-        trained = _TRAIN_ORDER[:trainable_layers]
-        for name, parameter in resnet.named_parameters():
-            if not name.startswith(trained):
-                parameter.requires_grad_(False)
-        if train_generators:
-            for module in resnet.modules():
-                if isinstance(module, AttentionGenerator):
-                    module.requires_grad_(True)
-    return BackboneWithFPN(
-        resnet,
-        return_layers={stage: str(index) for index, stage in enumerate(STAGES)},
-        in_channels_list=in_channels,
-        out_channels=FPN_CHANNELS,
-        extra_blocks=LastLevelMaxPool(),
-    )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2 (background + classes), got {num_classes!r}")
+    sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"min_size must be a positive int or a sequence of them, got {min_size!r}")
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < max(sizes):
+        raise ValueError(f"max_size must be an int >= min_size ({max(sizes)}), got {max_size!r}")
+    return sizes
 
 
 def fasterrcnn(
@@ -99,7 +43,7 @@ def fasterrcnn(
     trainable_layers: int = 3,
     pretrained_backbone: str | Path | None = None,
     *,
-    min_size: int = 800,
+    min_size: int | Sequence[int] = 800,
     max_size: int = 1333,
     freeze: bool | None = None,
     train_generators: bool = True,
@@ -111,17 +55,16 @@ def fasterrcnn(
     Args:
         backbone: a timm model name (``"resnet50"``, ``"aw_seresnet101"``, ...; depth 18-152) or
             a ResNet module with torchvision attribute names and timm's ``feature_info``.
-        num_classes: classes including background (91 for COCO's category ids).
+        num_classes: classes including background.
         trainable_layers: in a frozen backbone, the stages that train, counted from ``layer4``
             (0-5; 3 as torchvision).
         pretrained_backbone: plain ResNet weights loaded through ``awconv.load_pretrained`` before
             freezing (only with a backbone name).
-        min_size: the shorter image side the detector resizes to.
+        min_size: the shorter image side the detector resizes to; several (``(480, 512, ..., 800)``)
+            for multi-scale training, the last one for evaluation.
         max_size: the longer side's cap.
         freeze: FrozenBatchNorm2d and ``trainable_layers``; default (``None``): when
-            ``pretrained_backbone`` is given, else the backbone trains whole with ordinary
-            BatchNorm (torchvision's rule; a randomly initialised frozen BatchNorm would, with
-            timm's zero-initialised last BatchNorm of each block, switch the residual branches off).
+            ``pretrained_backbone`` is given (see ``awconv.detection.backbone``).
         train_generators: keep AW attention generators trainable inside frozen stages.
         detector_kwargs: further ``torchvision.models.detection.FasterRCNN`` options
             (``box_score_thresh``, ``rpn_batch_size_per_image``, ...).
@@ -133,25 +76,15 @@ def fasterrcnn(
         mode ``model(images)`` returns per image ``{"boxes": (K, 4), "labels": (K,), "scores": (K,)}``;
         images are a list of (3, H, W) float tensors in [0, 1], of any sizes.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2 (background + classes), got {num_classes!r}")
-    if isinstance(backbone, str):
-        if not timm.is_model(backbone):
-            raise ValueError(f"backbone {backbone!r} is not a registered timm model (e.g. 'aw_resnet50')")
-        resnet = timm.create_model(backbone, pretrained=False, **model_kwargs)
-        if pretrained_backbone is not None:
-            load_pretrained(resnet, pretrained_backbone)
-    elif isinstance(backbone, nn.Module):
-        if pretrained_backbone is not None or model_kwargs:
-            raise ValueError("pretrained_backbone and backbone options need a backbone name, got a module")
-        resnet = backbone
-    else:
-        raise TypeError(f"backbone must be a model name or an nn.Module, got {type(backbone).__name__}")
-    if freeze is None:
-        freeze = pretrained_backbone is not None
-    features = resnet_fpn_backbone(
-        resnet, freeze=freeze, trainable_layers=trainable_layers, train_generators=train_generators
+    sizes = check_detector_arguments(num_classes, min_size, max_size)
+    features = create_fpn_backbone(
+        backbone,
+        trainable_layers=trainable_layers,
+        pretrained_backbone=pretrained_backbone,
+        freeze=freeze,
+        train_generators=train_generators,
+        **model_kwargs,
     )
     return FasterRCNN(
-        features, num_classes=num_classes, min_size=min_size, max_size=max_size, **(detector_kwargs or {})
+        features, num_classes=num_classes, min_size=sizes, max_size=max_size, **(detector_kwargs or {})
     )

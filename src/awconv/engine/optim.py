@@ -1,8 +1,10 @@
 """Optimisers and learning-rate schedules for the training engines.
 
 - ``param_groups``: weight decay on weights only, none on norms, biases and other 1-D parameters.
-- ``build_optimizer``: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``.
-- ``build_scheduler``: ``"cosine"`` or ``"step"`` with a linear warm-up, stepped every iteration.
+- ``build_optimizer``: ``"sgd"`` (momentum, Nesterov), ``"adamw"``, ``"lamb"`` or ``"lars"`` from
+  ``timm.optim.create_optimizer_v2``, with timm's layer-wise learning-rate decay.
+- ``build_scheduler``: ``"cosine"`` or ``"step"`` with a linear warm-up from a starting learning
+  rate, down to a minimum learning rate, stepped every iteration.
 - ``warmup_multistep``: the detection schedule, a linear warm-up and decays at milestones.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from awconv.engine.choices import OPTIMIZERS, SCHEDULES
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
@@ -22,9 +26,6 @@ __all__ = [
     "param_groups",
     "warmup_multistep",
 ]
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -37,15 +38,59 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: str, *, lr: float, weight_decay: float, momentum: float = 0.9
+    model: nn.Module,
+    name: str,
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    betas: Sequence[float] | None = None,
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or AdamW, without weight decay on norms and biases."""
-    groups = param_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    """An optimiser from ``timm.optim.create_optimizer_v2``, without weight decay on norms and biases.
+
+    Without ``layer_decay`` its groups are ``param_groups(model, weight_decay)``; with it, timm's
+    groups per layer (each split into decayed and not).
+
+    Args:
+        model: the network; with ``layer_decay`` its ``group_matcher`` (every timm and awconv model
+            has one) orders its layers from the input to the classifier.
+        name: ``"sgd"`` (Nesterov momentum; plain SGD when ``momentum`` is 0), ``"adamw"``,
+            ``"lamb"`` or ``"lars"``.
+        lr: the peak learning rate (of the last layer, with ``layer_decay``).
+        weight_decay: decay of parameters with 2+ dimensions.
+        momentum: SGD and LARS momentum.
+        betas: Adam-style ``(beta1, beta2)`` for ``"adamw"`` and ``"lamb"``; ``None``: the optimiser's.
+        layer_decay: each layer's learning rate is ``lr * layer_decay ** (depth - layer)``, as timm's
+            ``--layer-decay``; each group's ``lr`` holds it (and ``lr_scale`` the factor).
+
+    Raises:
+        ValueError: an unknown ``name``, or ``layer_decay`` for a model without layer groups.
+    """
+    from timm.optim import create_optimizer_v2
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    kwargs: dict = {}
+    if name in ("sgd", "lars"):
+        kwargs["momentum"] = momentum
+    if betas is not None and name in ("adamw", "lamb"):
+        kwargs["betas"] = tuple(betas)
+    timm_name = "momentum" if name == "sgd" and momentum == 0 else name
+    # Without layer decay, our two groups (decay first, as checkpoints of earlier runs hold them).
+    params = model if layer_decay is not None else param_groups(model, weight_decay)
+    optimizer = create_optimizer_v2(
+        params, timm_name, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, **kwargs
+    )
+    scales = {group.get("lr_scale", 1.0) for group in optimizer.param_groups}
+    if layer_decay is not None and len(scales) == 1:
+        raise ValueError(
+            f"--layer-decay {layer_decay}: {type(model).__name__} has no layers to decay (no timm "
+            "group_matcher), every parameter would get the same lr; use a timm or awconv model"
+        )
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return optimizer
 
 
 def build_scheduler(
@@ -56,8 +101,15 @@ def build_scheduler(
     warmup_steps: int = 0,
     step_every: int = 1,
     gamma: float = 0.1,
+    warmup_factor: float = 0.0,
+    min_factor: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration schedule: linear warm-up from 0, then cosine decay to 0 or step decay.
+    """A per-iteration schedule: linear warm-up, then cosine or step decay, relative to each group's lr.
+
+    Each group's learning rate at step ``t`` is its ``lr`` (the peak) times a factor: during the
+    warm-up ``w + (1 - w) (t + 1) / warmup_steps`` (``w = warmup_factor``), then for ``"cosine"``
+    ``m + (1 - m) (1 + cos(pi p)) / 2`` with ``p`` the progress after the warm-up
+    (``m = min_factor``), for ``"step"`` ``max(m, gamma ** (t // step_every))``.
 
     Args:
         optimizer: its groups' ``lr`` is the peak learning rate.
@@ -66,6 +118,8 @@ def build_scheduler(
         warmup_steps: iterations of linear warm-up.
         step_every: for ``"step"``, iterations between decays by ``gamma``.
         gamma: for ``"step"``, the decay factor.
+        warmup_factor: where the warm-up starts, relative to the peak (``--warmup-lr / --lr``).
+        min_factor: where the decay ends, relative to the peak (``--min-lr / --lr``).
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
@@ -77,11 +131,11 @@ def build_scheduler(
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return warmup_factor + (1 - warmup_factor) * (step + 1) / warmup_steps
         if name == "step":
-            return gamma ** (step // step_every)
+            return max(min_factor, gamma ** (step // step_every))
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

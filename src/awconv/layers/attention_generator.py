@@ -131,11 +131,11 @@ class AttentionGenerator(nn.Module):
             ``"lowrank"``: factor_out (N, C2, R, P) and factor_in (N, R, C1/g, P); P = ph * pw.
         """
         hidden = self.hidden_features(x)
-        n = hidden.shape[0]
+        n, taps = hidden.shape[0], hidden.shape[2] * hidden.shape[3]
         if self.pointconv2_in is None:
             return hidden.flatten(2), self.pointconv2.weight.flatten(1), self.pointconv2.bias
-        factor_out = self.pointconv2(hidden).reshape(n, self.out_channels, self.rank, -1)
-        factor_in = self.pointconv2_in(hidden).reshape(n, self.rank, self.in_per_group, -1)
+        factor_out = self.pointconv2(hidden).reshape(n, self.out_channels, self.rank, taps)
+        factor_in = self.pointconv2_in(hidden).reshape(n, self.rank, self.in_per_group, taps)
         return factor_out, factor_in
 
     def forward(self, x: Tensor) -> Tensor:

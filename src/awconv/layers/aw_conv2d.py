@@ -5,7 +5,8 @@ For every sample an ``AttentionGenerator`` computes an attention tensor ``A`` wi
 the weights, and the layer convolves with ``(1 + A) * weight``. Pointconv2 starts at zero, so a
 fresh layer, or one built with ``AWConv2d.from_conv``, computes exactly its plain convolution.
 The forward pass runs ``awconv.ops.aw_conv2d_fused``, which generates the attention inside the
-convolution's autograd function and never stores it; ``layer.attention(x)`` returns it.
+operator ``torch.ops.awconv.aw_conv2d_fused`` and never stores it; ``layer.attention(x)`` returns
+it. Under ``torch.fx.symbolic_trace`` the layer is traced through to that function.
 
 ``AWConv2d`` has the constructor head, the ``weight``/``bias`` parameters and the state-dict keys
 of ``nn.Conv2d`` but deliberately does not subclass it: code that treats every ``nn.Conv2d`` as
@@ -23,8 +24,8 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from awconv.layers.attention_generator import AttentionGenerator
-from awconv.ops import FUSED_IMPLS, aw_conv2d_fused
-from awconv.ops.geometry import resolve_padding, to_pair
+from awconv.ops import aw_conv2d_fused, fused_impls
+from awconv.ops.geometry import output_memory_format, resolve_padding, to_pair
 
 __all__ = ["PADDING_MODES", "AWConv2d"]
 
@@ -51,11 +52,13 @@ class AWConv2d(nn.Module):
         rank: rank of the ``"lowrank"`` generator.
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
-        impl: convolution path of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``,
-            or ``"triton"`` (CUDA: Triton kernels that never write the modulated kernels).
+        impl: kernel of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``,
+            ``"triton"`` (CUDA: Triton kernels that never write the modulated kernels) or any
+            kernel registered with ``awconv.ops.register_fused_kernel``.
 
     Shapes:
-        input (N, C1, H, W) -> output (N, C2, H_out, W_out), as ``nn.Conv2d``.
+        input (N, C1, H, W) -> output (N, C2, H_out, W_out), or (C1, H, W) -> (C2, H_out, W_out),
+        as ``nn.Conv2d``.
     """
 
     def __init__(
@@ -91,8 +94,8 @@ class AWConv2d(nn.Module):
             )
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if impl not in FUSED_IMPLS:
-            raise ValueError(f"impl must be one of {FUSED_IMPLS}, got {impl!r}")
+        if impl not in fused_impls():
+            raise ValueError(f"impl must be one of {fused_impls()}, got {impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = to_pair(kernel_size, "kernel_size")
@@ -182,12 +185,17 @@ class AWConv2d(nn.Module):
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"input must have a floating-point dtype, got {got}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"input must have shape (N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
 
     def attention(self, x: Tensor) -> Tensor:
-        """The per-sample attention for input x: (N, C1, H, W) -> (N, C2, C1/groups, kh, kw)."""
+        """The per-sample attention: x (N, C1, H, W) -> (N, C2, C1/groups, kh, kw); unbatched without N."""
         self._check_input(x)
+        if x.dim() == 3:
+            return self.generator(x.unsqueeze(0)).squeeze(0)
         return self.generator(x)
 
     def _pad(self, x: Tensor) -> Tensor:
@@ -196,15 +204,27 @@ class AWConv2d(nn.Module):
         return F.pad(x, self._pads, mode=self.padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, C1, H, W) -> (N, C2, H_out, W_out)."""
+        """x: (N, C1, H, W) -> (N, C2, H_out, W_out), or unbatched (C1, H, W) -> (C2, H_out, W_out).
+
+        As in ``nn.Conv2d``, an empty batch gives an empty output and a channels_last input a
+        channels_last output.
+        """
         if torch.jit.is_scripting():
             return self._forward_scripted(x)
         return self._forward_eager(x)
 
     @torch.jit.unused
     def _forward_eager(self, x: Tensor) -> Tensor:
-        """The fused operator: the attention is generated in chunks and never stored."""
+        if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: the batched graph, checked as it runs
+            return self._forward_batched(x)
         self._check_input(x)
+        if x.dim() == 3:
+            return self._forward_batched(x.unsqueeze(0)).squeeze(0)
+        return self._forward_batched(x).contiguous(memory_format=output_memory_format(x))
+
+    @torch.jit.unused
+    def _forward_batched(self, x: Tensor) -> Tensor:
+        """The fused operator on x (N, C1, H, W): the attention is generated in chunks and never stored."""
         factors = self.generator.logit_factors(x)
         if self.padding_mode == "zeros":  # the operator pads inside the convolution
             padded, padding = x, self.padding
@@ -226,23 +246,31 @@ class AWConv2d(nn.Module):
 
     def _forward_scripted(self, x: Tensor) -> Tensor:
         """The grouped-convolution path in TorchScript-compatible code (autograd stores kernels)."""
-        attention = self.generator(x)
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
         n = x.shape[0]
         padded = self._pad(x)
-        kernels = (self.weight * (1 + attention)).flatten(0, 1)
-        out = F.conv2d(
-            padded.reshape(1, n * self.in_channels, padded.shape[2], padded.shape[3]),
-            kernels,
-            None,
-            self.stride,
-            0,
-            self.dilation,
-            n * self.groups,
-        )
-        out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+        if n == 0:
+            out_h = (padded.shape[2] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+            out_w = (padded.shape[3] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+            out = x.new_empty([0, self.out_channels, out_h, out_w])
+        else:
+            attention = self.generator(x)
+            kernels = (self.weight * (1 + attention)).flatten(0, 1)
+            out = F.conv2d(
+                padded.reshape(1, n * self.in_channels, padded.shape[2], padded.shape[3]),
+                kernels,
+                None,
+                self.stride,
+                0,
+                self.dilation,
+                n * self.groups,
+            )
+            out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
+            if self.bias is not None:
+                out = out + self.bias.view(1, -1, 1, 1)
+        return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:
         text = (
@@ -257,7 +285,6 @@ class AWConv2d(nn.Module):
             text += ", bias=False"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
-        text += ", " + self.generator.extra_repr()
         if self.impl != "auto":
             text += f", impl={self.impl!r}"
         return text

@@ -21,6 +21,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from awconv.models.aw_policy import convert_blocks, split_aw_kwargs
+from awconv.models.pretrained import allow_plain_checkpoints, checkpoint_filter_fn
 
 __all__ = ["DEPTHS", "AWResNet"]
 
@@ -29,12 +30,14 @@ class AWResNet(ResNet):
     """timm's ResNet with ``AWConv2d`` in place of every k×k convolution of the residual blocks.
 
     The conversion runs after ``ResNet.init_weights``, so the attention generators keep their
-    zero-initialised Pointconv2 and a fresh model computes what its plain twin would.
+    zero-initialised Pointconv2 and a fresh model computes what its plain twin would. Its
+    ``load_state_dict`` also takes a plain checkpoint (``allow_plain_checkpoints``): the attention
+    generators then keep their initialisation.
 
     Args:
         *args: ``timm.models.resnet.ResNet``'s positional arguments (``block``, ``layers``).
         aw_kwargs: ``AWConv2d`` options (``reduction``, ``generator``, ``rank``, ``gate``,
-            ``pool``, ``min_hidden``, ``impl``); None for the defaults.
+            ``pool``, ``min_hidden``, ``impl``) and ``aw_stages``; None for the defaults.
         **kwargs: ``ResNet``'s keyword arguments.
 
     Shapes:
@@ -44,16 +47,16 @@ class AWResNet(ResNet):
     def __init__(self, *args: Any, aw_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         convert_blocks(self, aw_kwargs or {})
+        allow_plain_checkpoints(self)
 
 
 def _create(variant: str, pretrained: bool, model_args: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
     """Builds a plain or, for ``aw_*`` variants, an AW ResNet; AWConv2d options come from kwargs."""
+    options = {"pretrained_filter_fn": checkpoint_filter_fn, **model_args, **kwargs}
     if variant.startswith("aw_"):
-        aw_kwargs, kwargs = split_aw_kwargs(kwargs)
-        return build_model_with_cfg(
-            AWResNet, variant, pretrained, aw_kwargs=aw_kwargs, **dict(model_args, **kwargs)
-        )
-    return build_model_with_cfg(ResNet, variant, pretrained, **dict(model_args, **kwargs))
+        aw_kwargs, options = split_aw_kwargs(options)
+        return build_model_with_cfg(AWResNet, variant, pretrained, aw_kwargs=aw_kwargs, **options)
+    return build_model_with_cfg(ResNet, variant, pretrained, **options)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -11,6 +11,10 @@ the weights, separately for every sample:
 for a batch of one, ``"bmm"`` for outputs of at most ``BMM_MAX_OUTPUT_PIXELS`` pixels and
 ``"grouped"`` otherwise. Every path gives the same answer.
 
+It runs the operator ``torch.ops.awconv.aw_conv2d`` (``awconv.ops.operators``); like
+``awconv.ops.fused.aw_conv2d_fused`` it is a leaf for ``torch.fx.symbolic_trace`` and runs the
+composite form of ``awconv.ops.composite`` under ONNX export, TorchScript tracing and ``torch.func``.
+
 Memory: only ``input``, ``weight`` and ``attention`` are kept for backward; the modulated
 weights ``(1 + attention) * weight`` are recomputed there instead of being stored.
 ``awconv.ops.fused.aw_conv2d_fused`` goes further and never stores the attention either.
@@ -18,52 +22,17 @@ weights ``(1 + attention) * weight`` are recomputed there instead of being store
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+from torch.overrides import handle_torch_function, has_torch_function
 
+from awconv.ops.composite import composite_aw_conv2d, wants_composite
 from awconv.ops.geometry import IntOrPair, prepare_geometry
-from awconv.ops.paths import IMPLS, choose_impl, per_sample_conv, per_sample_conv_backward
-from awconv.ops.precision import compute_dtype
+from awconv.ops.operators import aw_conv2d_op
+from awconv.ops.paths import IMPLS
+from awconv.ops.precision import to_compute_dtype
 from awconv.ops.validation import check_conv_shapes, check_tensors
 
 __all__ = ["aw_conv2d"]
-
-
-def _modulate(weight: Tensor, attention: Tensor, residual: bool) -> Tensor:
-    """Per-sample kernels: weight (C2, C1/g, kh, kw), attention (N, C2, C1/g, kh, kw) -> same."""
-    return torch.addcmul(weight, weight, attention) if residual else weight * attention
-
-
-class _AWConv2dFunction(torch.autograd.Function):
-    """Modulate and convolve, keeping only (input, weight, attention) for backward."""
-
-    @staticmethod
-    def forward(ctx, x, weight, attention, residual, impl, stride, padding, dilation, groups):
-        kernels = _modulate(weight, attention, residual)
-        out = per_sample_conv(impl, x, kernels, stride, padding, dilation, groups)
-        ctx.save_for_backward(x, weight, attention)
-        ctx.config = (residual, impl, stride, padding, dilation, groups)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x, weight, attention = ctx.saved_tensors
-        residual, impl, stride, padding, dilation, groups = ctx.config
-        kernels = _modulate(weight, attention, residual)
-        grad_out = grad_out.contiguous()
-        grad_x, grad_kernels = per_sample_conv_backward(
-            impl, x, kernels, grad_out, stride, padding, dilation, groups
-        )
-        grad_attention = grad_weight = None
-        if ctx.needs_input_grad[2]:
-            grad_attention = grad_kernels * weight
-        if ctx.needs_input_grad[1]:
-            factor = 1 + attention if residual else attention
-            grad_weight = torch.einsum("nabhw,nabhw->abhw", grad_kernels, factor)
-        if not ctx.needs_input_grad[0]:
-            grad_x = None
-        return grad_x, grad_weight, grad_attention, None, None, None, None, None, None
 
 
 def aw_conv2d(
@@ -98,8 +67,14 @@ def aw_conv2d(
         impl: ``"auto"``, ``"grouped"``, ``"bmm"`` or ``"loop"``; all give the same result.
 
     Returns:
-        (N, C2, H_out, W_out).
+        (N, C2, H_out, W_out), in input's memory format.
     """
+    tensors = tuple(t for t in (input, weight, attention, bias) if t is not None)
+    if has_torch_function(tensors):  # torch.fx.Proxy and other __torch_function__ types
+        return handle_torch_function(
+            aw_conv2d, tensors, input, weight, attention, bias, stride, padding, dilation, groups,
+            residual=residual, impl=impl,
+        )  # fmt: skip
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     check_tensors(input=input, weight=weight, attention=attention, bias=bias)
@@ -109,14 +84,12 @@ def aw_conv2d(
         raise ValueError(
             f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
         )
-    input, geometry, (out_h, out_w) = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
-    if impl == "auto":
-        impl = choose_impl(input.shape[0], out_h * out_w)
-
-    with compute_dtype(input, weight, attention) as (input, weight, attention):
-        out = _AWConv2dFunction.apply(
-            input.contiguous(), weight, attention, residual, impl, *geometry, groups
-        )
+    input, geometry, _ = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    input, weight, attention = to_compute_dtype(input, weight, attention)
+    if wants_composite():
+        out = composite_aw_conv2d(input, weight, attention, residual, geometry, groups)
+    else:
+        out = aw_conv2d_op(input, weight, attention, residual, *geometry, groups, impl)
     if bias is not None:
-        out = out + bias.to(out.dtype).view(1, -1, 1, 1)
+        out = out + (bias if bias.dtype == out.dtype else bias.to(out.dtype)).view(1, -1, 1, 1)
     return out

@@ -1,19 +1,33 @@
-"""The geometry of a 2-D convolution: int-or-pair arguments, padding, output sizes.
+"""The geometry of a 2-D convolution: int-or-pair arguments, padding, output sizes and layout.
 
 ``prepare_geometry`` validates stride, padding and dilation once, at the operators' boundary, and
 turns any padding into the symmetric zero padding the per-sample convolution paths take.
+``output_shape`` and ``output_memory_format`` describe the result the same way for the kernels and
+for the fake kernels that stand in for them under torch.compile and torch.export.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["IntOrPair", "output_size", "prepare_geometry", "resolve_padding", "to_pair"]
+__all__ = [
+    "Geometry",
+    "IntOrPair",
+    "output_memory_format",
+    "output_shape",
+    "output_size",
+    "prepare_geometry",
+    "resolve_padding",
+    "to_pair",
+]
 
 IntOrPair = int | Sequence[int]
+# (stride, padding, dilation), each an (h, w) pair; the padding is symmetric zero padding.
+Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
 def to_pair(value: IntOrPair, name: str) -> tuple[int, int]:
@@ -70,13 +84,32 @@ def output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
     return (size - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def output_shape(x: Tensor, weight_shape: Sequence[int], geometry: Geometry) -> tuple[int, int, int, int]:
+    """(N, C2, H_out, W_out) of a convolution of x (N, C1, H, W) with weights (C2, C1/g, kh, kw)."""
+    (sh, sw), (ph, pw), (dh, dw) = geometry
+    kh, kw = weight_shape[2], weight_shape[3]
+    height, width = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    return x.shape[0], weight_shape[0], output_size(height, kh, sh, dh), output_size(width, kw, sw, dw)
+
+
+def output_memory_format(x: Tensor) -> torch.memory_format:
+    """The layout of a convolution's output for input x (N, C1, H, W): channels_last in, channels_last out.
+
+    A tensor that is contiguous both ways (C1 = 1, or H = W = 1) counts as contiguous, as in
+    ``nn.Conv2d``.
+    """
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def prepare_geometry(
     input: Tensor,
     kernel_size: Sequence[int],
     stride: IntOrPair,
     padding: IntOrPair | str,
     dilation: IntOrPair,
-) -> tuple[Tensor, tuple[tuple[int, int], tuple[int, int], tuple[int, int]], tuple[int, int]]:
+) -> tuple[Tensor, Geometry, tuple[int, int]]:
     """Validates the convolution's geometry and turns any padding into a symmetric one.
 
     Args:
@@ -102,8 +135,6 @@ def prepare_geometry(
             f"kernel {kernel} with dilation {dilation_pair} spans {span} pixels, "
             f"more than the padded input {padded}"
         )
-    if input.shape[0] == 0:
-        raise ValueError("input must hold at least one sample, got batch size 0")
     if pads[0] == pads[1] and pads[2] == pads[3]:
         padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
     else:

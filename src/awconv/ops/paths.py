@@ -8,9 +8,14 @@ Each path convolves sample n of ``x`` with its own kernels ``kernels[n]``:
 
 Shapes: x (N, C1, H, W), kernels (N, C2, C1/g, kh, kw), output (N, C2, H_out, W_out). ``padding``
 is a symmetric zero padding ``(ph, pw)``; the callers turn other paddings into it.
+
+``modulated_conv`` and ``modulated_conv_backward`` are the kernels of ``torch.ops.awconv.aw_conv2d``
+(the attention given): they make the kernels ``(1 + attention) * weight`` and take one path.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +28,8 @@ __all__ = [
     "IMPLS",
     "PATHS",
     "choose_impl",
+    "modulated_conv",
+    "modulated_conv_backward",
     "per_sample_conv",
     "per_sample_conv_backward",
 ]
@@ -136,3 +143,57 @@ def choose_impl(batch_size: int, output_pixels: int) -> str:
     if batch_size == 1:
         return "loop"
     return "bmm" if output_pixels <= BMM_MAX_OUTPUT_PIXELS else "grouped"
+
+
+def _modulate(weight: Tensor, attention: Tensor, residual: bool) -> Tensor:
+    """Per-sample kernels: weight (C2, C1/g, kh, kw), attention (N, C2, C1/g, kh, kw) -> same."""
+    return torch.addcmul(weight, weight, attention) if residual else weight * attention
+
+
+def modulated_conv(
+    impl: str, x: Tensor, weight: Tensor, attention: Tensor, residual: bool, geometry, groups: int
+) -> Tensor:
+    """``conv2d(x[n], (1 + attention[n]) * weight)`` for every sample n, along path ``impl``.
+
+    Args:
+        impl: ``"grouped"``, ``"bmm"`` or ``"loop"``.
+        x: (N, C1, H, W).
+        weight: (C2, C1/g, kh, kw).
+        attention: (N, C2, C1/g, kh, kw).
+        residual: modulate by ``1 + attention`` rather than ``attention``.
+        geometry: (stride, padding, dilation) pairs.
+        groups: the convolution's groups.
+
+    Returns:
+        (N, C2, H_out, W_out), contiguous.
+    """
+    kernels = _modulate(weight, attention, residual)
+    return per_sample_conv(impl, x.contiguous(), kernels, *geometry, groups)
+
+
+def modulated_conv_backward(
+    impl: str,
+    grad_out: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    attention: Tensor,
+    residual: bool,
+    geometry,
+    groups: int,
+    needs: Sequence[bool],
+) -> list[Tensor | None]:
+    """Gradients of ``modulated_conv`` w.r.t. (x, weight, attention); None where ``needs`` is False.
+
+    The modulated kernels are made again here rather than kept from forward.
+    """
+    kernels = _modulate(weight, attention, residual)
+    grad_x, grad_kernels = per_sample_conv_backward(
+        impl, x.contiguous(), kernels, grad_out.contiguous(), *geometry, groups
+    )
+    grad_weight = grad_attention = None
+    if needs[2]:
+        grad_attention = grad_kernels * weight
+    if needs[1]:
+        factor = 1 + attention if residual else attention
+        grad_weight = torch.einsum("nabhw,nabhw->abhw", grad_kernels, factor)
+    return [grad_x if needs[0] else None, grad_weight, grad_attention]

@@ -8,37 +8,36 @@ import functools
 import torch
 from torch import Tensor
 
-__all__ = ["compute_dtype"]
+__all__ = ["autocast_off", "to_compute_dtype"]
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The autocast dtype in force for ``device_type``, or None when autocast is off."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device argument
-        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-    except RuntimeError:  # a device type without autocast, such as "meta"
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
-    if not enabled:
-        return None
-    if hasattr(torch, "get_autocast_dtype"):
-        return torch.get_autocast_dtype(device_type)
-    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+    return torch.get_autocast_dtype(device_type)
 
 
-@contextlib.contextmanager
-def compute_dtype(*tensors: Tensor):
-    """Casts tensors to the dtype to compute in and turns autocast off inside, as custom_fwd does.
+def to_compute_dtype(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The tensors in the dtype to compute in, as ``custom_fwd`` casts them.
 
     Under autocast that is the autocast dtype; otherwise the promoted dtype of the tensors.
-    Gradients flow back through the casts in the tensors' own dtypes.
+    Gradients flow back through the casts in the tensors' own dtypes. Tensors already in that
+    dtype are returned as they are, so a traced graph holds no casts that do nothing.
     """
-    device_type = tensors[0].device.type
-    dtype = _autocast_dtype(device_type)
+    dtype = _autocast_dtype(tensors[0].device.type)
     if dtype is None:
-        dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
-        autocast_off = contextlib.nullcontext()
-    else:
-        autocast_off = torch.autocast(device_type, enabled=False)
-    with autocast_off:
-        yield tuple(t.to(dtype) for t in tensors)
+        dtypes = {t.dtype for t in tensors}
+        dtype = tensors[0].dtype if len(dtypes) == 1 else functools.reduce(torch.promote_types, dtypes)
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context in which autocast is off for ``device_type``: kernels compute in their inputs' dtype.
+
+    Entering ``torch.autocast`` costs about as much as a small kernel, so it is entered only when
+    autocast is on.
+    """
+    if _autocast_dtype(device_type) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)

@@ -2,8 +2,11 @@
 
 - ``module.py``: ``ClassifierModule`` (any registered model, cross-entropy, top-1/top-5).
 - ``datamodule.py``: ``ClassificationDataModule`` (the loaders of ``awconv.data.classification``).
-- ``run.py``: ``TrainConfig``, ``train_classifier`` and ``evaluate_classifier``.
+- ``config.py``: ``TrainConfig``, checked when made, and its saved form.
+- ``run.py``: ``train_classifier`` and ``evaluate_classifier``.
 - ``compare.py``: ``compare_classifiers`` (models x seeds) and its ``report.py``.
+- ``mixing.py``: Mixup/CutMix batches; ``recipe_file.py``: ``--config`` files and shipped recipes.
+- ``average.py``: ``average_checkpoints`` of a run's kept best checkpoints.
 """
 
 from awconv.engine.classification.compare import compare_classifiers, parse_model_spec

@@ -3,7 +3,7 @@
 Each run lives in ``out_dir/runs/<model>/seed<k>/`` (a run directory of ``train_classifier``).
 A run with a ``metrics.json`` is reused, one with only ``checkpoints/last.ckpt`` is resumed, so an
 interrupted comparison continues where it stopped. A run directory trained with another recipe is
-an error rather than being mixed into the report.
+an error (``awconv.engine.run_config.check_resumable``) rather than being mixed into the report.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from awconv.data.classification import ClassificationData, build_classification_data
+from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, augmentation, saved_config
 from awconv.engine.classification.module import create_classifier
 from awconv.engine.classification.report import (
     ModelResult,
@@ -28,6 +29,7 @@ from awconv.engine.classification.report import (
 from awconv.engine.classification.run import TrainConfig, train_classifier
 from awconv.engine.history import read_history
 from awconv.engine.options import parse_key_values
+from awconv.engine.run_config import check_resumable
 from awconv.engine.throughput import measure_throughput
 from awconv.engine.trainer import last_checkpoint
 from awconv.profiling import profile_model
@@ -35,9 +37,6 @@ from awconv.profiling import profile_model
 __all__ = ["compare_classifiers", "parse_model_spec"]
 
 _logger = logging.getLogger(__name__)
-
-# Fields that may differ between the first launch of a run and a continuation.
-_LAUNCH_FIELDS = ("resume", "progress_bar", "workers", "run_dir", "deterministic")
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -77,7 +76,9 @@ def compare_classifiers(
     pairs = check_pairs([(m, models[0]) for m in models[1:]] if pairs is None else pairs, models)
     out_dir = Path(out_dir)
     specs = [parse_model_spec(m) for m in models]
-    data = build_classification_data(recipe.data, image_size=recipe.image_size)
+    data = build_classification_data(
+        recipe.data, image_size=recipe.image_size, augmentation=augmentation(recipe)
+    )
     recipe = dataclasses.replace(recipe, image_size=data.image_size)
     shape = (data.in_chans, data.image_size, data.image_size)
     for name, kwargs in specs:  # fail fast on a bad name or argument, before hours of training
@@ -103,8 +104,8 @@ def compare_classifiers(
         f"{recipe.data} at {data.image_size} px, {recipe.epochs} epochs, batch {recipe.batch_size}, "
         f"{recipe.optimizer} lr {recipe.lr} wd {recipe.weight_decay}, {recipe.schedule} schedule"
         f"{f', warm-up {recipe.warmup_epochs} epochs' if recipe.warmup_epochs else ''}"
-        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}, "
-        f"seeds {', '.join(map(str, seeds))}"
+        f"{f', label smoothing {recipe.label_smoothing}' if recipe.label_smoothing else ''}"
+        f"{_toolbox_text(recipe)}, seeds {', '.join(map(str, seeds))}"
     )
     title = f"{', '.join(models)} on {recipe.data}"
     report = write_report(results, out_dir, title=title, recipe=recipe_text, pairs=pairs)
@@ -114,22 +115,42 @@ def compare_classifiers(
     return results, report
 
 
+def _toolbox_text(recipe: TrainConfig) -> str:
+    """The recipe-toolbox options that differ from their defaults, for the report's recipe line."""
+    defaults = TrainConfig(model="", data="", run_dir="")
+    names = (
+        "betas",
+        "layer_decay",
+        "min_lr",
+        "warmup_lr",
+        "grad_accum",
+        "ema",
+        "mixup",
+        "cutmix",
+        "auto_augment",
+        "random_erase",
+        "val_crop_pct",
+        "interpolation",
+    )
+    changed = [
+        f"{name.replace('_', '-')} {getattr(recipe, name)}"
+        for name in names
+        if getattr(recipe, name) != getattr(defaults, name)
+    ]
+    return "".join(f", {text}" for text in changed)
+
+
 def _run(config: TrainConfig, data: ClassificationData) -> dict[str, Any]:
     """Reuses a finished run, resumes an interrupted one, or trains a new one."""
     run_dir = Path(config.run_dir)
-    saved_path = run_dir / "config.json"
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
-        wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-        changed = [k for k in wanted if k not in _LAUNCH_FIELDS and saved.get(k) != wanted[k]]
-        if changed:
-            raise ValueError(
-                f"run directory '{run_dir}' was trained with another recipe ({', '.join(changed)} differ); "
-                "use a new output directory"
-            )
-        if (run_dir / "metrics.json").is_file():
-            _logger.info("reusing finished run %s", run_dir)
-            return json.loads((run_dir / "metrics.json").read_text())
+    wanted = saved_config(config, image_size=data.image_size)
+    compared = {k: v for k, v in wanted.items() if k not in ("run_dir", "resume")}
+    # Unlike `train --resume`, the epochs must match too: a finished run is reused as it is.
+    may_change = [field for field in RESUME_MAY_CHANGE if field != "epochs"]
+    check_resumable(run_dir, compared, may_change=may_change, options=OPTIONS)
+    if (run_dir / "config.json").is_file() and (run_dir / "metrics.json").is_file():
+        _logger.info("reusing finished run %s", run_dir)
+        return json.loads((run_dir / "metrics.json").read_text())
     resume = "last" if last_checkpoint(run_dir) else None
     _logger.info("%s %s", "resuming" if resume else "training", run_dir)
     return train_classifier(dataclasses.replace(config, resume=resume), data=data)

@@ -1,4 +1,4 @@
-"""Detection reports: COCO mAP tables, statistics over seeds and predictions drawn into PNG files."""
+"""Detection reports: COCOeval tables (boxes, masks, per class), statistics over seeds, drawn predictions."""
 
 from __future__ import annotations
 
@@ -6,21 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-from PIL import Image
-from torch import Tensor, nn
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.utils import draw_bounding_boxes
-
-from awconv.engine.detection.module import METRIC_NAMES
+from awconv.engine.detection.metrics import METRIC_NAMES
 from awconv.engine.statistics import format_mean_ci, mean_ci, paired_difference
 
 __all__ = [
     "DetectionRun",
-    "draw_predictions",
+    "format_class_table",
     "format_map_table",
     "format_seed_summary",
-    "predict_images",
     "write_detection_report",
 ]
 
@@ -33,13 +26,34 @@ class DetectionRun(NamedTuple):
     metrics: Mapping[str, float]
 
 
-def format_map_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    """A Markdown table, one row per model: AP, AP50, AP75, APs, APm, APl in percent (n/a: none)."""
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}" if value >= 0 else "n/a"
+
+
+def format_map_table(results: Mapping[str, Mapping[str, float]], prefix: str = "") -> str:
+    """A Markdown table, one row per run: COCOeval's twelve figures in percent (n/a: none).
+
+    Args:
+        results: run label -> metrics (``awconv.engine.detection.metrics.summarize_coco``).
+        prefix: ``""`` for boxes, ``"mask_"`` for masks.
+    """
     names = list(METRIC_NAMES.values())
     lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for model, metrics in results.items():
-        cells = [f"{100 * metrics[name]:.1f}" if metrics[name] >= 0 else "n/a" for name in names]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | " + " | ".join(_percent(metrics[prefix + name]) for name in names) + " |")
+    return "\n".join(lines)
+
+
+def format_class_table(results: Mapping[str, Mapping[str, object]], prefix: str = "") -> str:
+    """A Markdown table of AP per category (percent), one column per run; empty without per-class AP."""
+    runs = {label: m[f"{prefix}AP_per_class"] for label, m in results.items() if f"{prefix}AP_per_class" in m}
+    if not runs:
+        return ""
+    classes = list(dict.fromkeys(name for per_class in runs.values() for name in per_class))
+    lines = ["| category | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    for name in classes:
+        cells = [_percent(per_class.get(name, -1.0)) for per_class in runs.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -76,58 +90,6 @@ def format_seed_summary(runs: Sequence[DetectionRun]) -> str:
     return "\n".join(lines)
 
 
-def draw_predictions(
-    image: Tensor, prediction: Mapping[str, Tensor], categories: Mapping[int, str], score_thresh: float = 0.5
-) -> Tensor:
-    """Draws boxes with ``name score`` labels.
-
-    Args:
-        image: (3, H, W) float in [0, 1] or uint8.
-        prediction: ``boxes`` (K, 4) XYXY, ``labels`` (K,), ``scores`` (K,).
-        categories: label id -> name.
-        score_thresh: boxes scoring below are not drawn.
-
-    Returns:
-        (3, H, W) uint8.
-    """
-    if image.dtype != torch.uint8:
-        image = (image.clamp(0, 1) * 255).to(torch.uint8)
-    keep = prediction["scores"] >= score_thresh
-    labels = [
-        f"{categories.get(int(label), str(int(label)))} {float(score):.2f}"
-        for label, score in zip(prediction["labels"][keep], prediction["scores"][keep], strict=True)
-    ]
-    return draw_bounding_boxes(
-        image, prediction["boxes"][keep].detach().float(), labels, colors="red", width=2
-    )
-
-
-@torch.no_grad()
-def predict_images(
-    model: nn.Module,
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-    categories: Mapping[int, str],
-    score_thresh: float = 0.5,
-) -> list[Path]:
-    """Runs a detector in eval mode on image files and writes ``<stem>_pred.png`` files; returns them."""
-    model.eval()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"image file {path} does not exist")
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-        device = next(model.parameters()).device
-        prediction = {k: v.cpu() for k, v in model([image.to(device).float() / 255])[0].items()}
-        drawn = draw_predictions(image, prediction, categories, score_thresh)
-        target = out_dir / f"{path.stem}_pred.png"
-        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(target)
-        written.append(target)
-    return written
-
-
 def write_detection_report(
     path: str | Path,
     results: Mapping[str, Mapping[str, float]],
@@ -136,7 +98,8 @@ def write_detection_report(
     runs: Sequence[DetectionRun] = (),
     checkpoint: str = "best",
 ) -> Path:
-    """Writes a Markdown report: the mAP table, the summary over seeds and links to drawn predictions.
+    """Writes a Markdown report: COCOeval tables for boxes (and masks), AP per category, the
+    summary over seeds and links to drawn predictions.
 
     Args:
         path: the report file.
@@ -150,10 +113,24 @@ def write_detection_report(
     lines = [
         "# Detection report",
         "",
-        f"COCO box mAP on the validation set (percent), {checkpoint} checkpoint of each run.",
+        f"COCOeval on the validation set (percent), {checkpoint} checkpoint of each run: AP at IoU "
+        "0.50:0.95, 0.50, 0.75 and for small, medium, large objects; AR at 1, 10, 100 detections per "
+        "image and by size.",
+        "",
+        "## Boxes",
         "",
         format_map_table(results),
     ]
+    masked = {label: metrics for label, metrics in results.items() if "mask_AP" in metrics}
+    if masked:
+        lines += ["", "## Masks", "", format_map_table(masked, "mask_")]
+    for title, prefix, chosen in (
+        ("Box AP per category", "", results),
+        ("Mask AP per category", "mask_", masked),
+    ):
+        table = format_class_table(chosen, prefix)
+        if table:
+            lines += ["", f"## {title}", "", table]
     if summary:
         lines += ["", "## Over seeds", "", summary]
     for model, images in drawings.items():
