@@ -181,7 +181,8 @@ def operator_error(case: dict) -> str:
     from awconv.ops import aw_conv2d_fused
 
     dtype = getattr(torch, case["dtype"])
-    x, weight, *factors = (t.detach() for t in _problem("lowrank", 1, 2, 2, (1, 1), (2, 2), 1, 1, dtype, 1))
+    # a batch of 2, so that chunk_size=1 would split it
+    x, weight, *factors = (t.detach() for t in _problem("lowrank", 2, 2, 2, (1, 1), (2, 2), 1, 1, dtype, 1))
     try:
         aw_conv2d_fused(x, weight, factors, generator="lowrank", impl="triton", **case["kwargs"])
     except (ValueError, TypeError) as error:
