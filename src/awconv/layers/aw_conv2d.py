@@ -52,7 +52,8 @@ class AWConv2d(nn.Module):
         rank: rank of the ``"lowrank"`` generator.
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
-        impl: kernel of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"`` or any
+        impl: kernel of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``,
+            ``"triton"`` (CUDA: Triton kernels that never write the modulated kernels) or any
             kernel registered with ``awconv.ops.register_fused_kernel``.
 
     Shapes:

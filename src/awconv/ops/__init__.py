@@ -9,11 +9,15 @@
   bmm, loop); ``ops/composite.py``: both in standard operations, for ONNX, TorchScript tracing,
   ``torch.func`` and double backward; ``ops/flop_formulas.py``: their FLOP counts for
   ``torch.utils.flop_counter``.
+- ``ops/triton_registration.py``: ``impl="triton"`` in the kernel table; ``ops/triton_conv.py`` and
+  ``ops/triton_kernels.py``: its Triton kernels for CUDA, which make the modulated kernels in
+  registers (imported on first use).
 - ``ops/geometry.py``, ``ops/validation.py``, ``ops/precision.py``: padding, output sizes and
   layout, argument checks, the dtype to compute in.
 """
 
-import awconv.ops.flop_formulas  # noqa: F401  (registers the operators' FLOP counts)
+import awconv.ops.flop_formulas
+import awconv.ops.triton_registration  # noqa: F401  (registers impl="triton")
 from awconv.ops.aw_conv2d import aw_conv2d
 from awconv.ops.fused import FUSED_GATES, FUSED_GENERATORS, aw_conv2d_fused
 from awconv.ops.kernels import fused_impls, register_fused_kernel

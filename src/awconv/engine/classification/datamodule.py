@@ -83,6 +83,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to a GPU asynchronously
             # Its workers' base seed comes from here, not from the process-wide generator the model uses.
             generator=torch.Generator().manual_seed(self.seed),
         )
