@@ -305,8 +305,13 @@ def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
         "square",
         "triangle",
     }
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     spec = f"coco:{val_dir},{val_json}"
+    # The resumed run's figures are what `detect eval` finds in the checkpoint it names.
+    best = ["detect", "eval", "--weights", metrics["checkpoint"], "--data", spec, "--workers", "0"]
+    assert main([*best, "--out", str(tmp_path / "best.json")]) == 0
+    evaluated = json.loads((tmp_path / "best.json").read_text())
+    assert evaluated == {k: v for k, v in metrics.items() if k not in ("model", "checkpoint")}
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     evaluate = ["detect", "eval", "--weights", str(ckpt), "--data", spec, "--workers", "0"]
     assert main([*evaluate, "--out", str(tmp_path / "m.json")]) == 0
     assert "box AP per category" in capsys.readouterr().out
