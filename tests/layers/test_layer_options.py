@@ -1,0 +1,99 @@
+"""AWConv2d's and AttentionGenerator's own surface: init, repr, argument checks and error messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from awconv import AWConv2d
+from awconv.layers import AttentionGenerator
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_weight_and_bias_start_as_nn_conv2ds_init(bias: bool) -> None:
+    layer = AWConv2d(6, 4, (3, 2), groups=2, bias=bias)
+    conv = nn.Conv2d(6, 4, (3, 2), groups=2, bias=bias)
+    torch.manual_seed(7)
+    layer.reset_parameters()
+    torch.manual_seed(7)
+    conv.reset_parameters()
+    assert torch.equal(layer.weight, conv.weight)
+    assert (layer.bias is None) == (not bias) and (not bias or torch.equal(layer.bias, conv.bias))
+
+
+def test_extra_repr_names_every_option_that_differs_from_the_default() -> None:
+    assert AWConv2d(4, 6, 3).extra_repr() == "4, 6, kernel_size=(3, 3), stride=(1, 1), padding=(0, 0)"
+    layer = AWConv2d(4, 6, (3, 2), 2, 1, (2, 1), 2, False, "reflect", impl="loop")
+    assert layer.extra_repr() == (
+        "4, 6, kernel_size=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(2, 1), groups=2, bias=False, "
+        "padding_mode='reflect', impl='loop'"
+    )
+    assert AWConv2d(4, 6, 3, dilation=(1, 2)).extra_repr().endswith("padding=(0, 0), dilation=(1, 2)")
+
+
+def test_generator_repr_and_its_pointwise_convolutions() -> None:
+    full = AttentionGenerator(4, 6, (3, 3))
+    assert full.extra_repr() == "generator='full', hidden=8, gate='tanh', pool='kernel'"
+    lowrank = AttentionGenerator(4, 6, (3, 3), generator="lowrank", rank=2, gate="sigmoid")
+    assert lowrank.extra_repr() == "generator='lowrank', hidden=8, gate='sigmoid', pool='kernel', rank=2"
+    convs = [m for m in lowrank.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and all(conv.kernel_size == (1, 1) for conv in convs)
+
+
+def test_generator_defaults_to_one_group() -> None:
+    generator = AttentionGenerator(4, 6, (3, 2))
+    assert generator(torch.randn(2, 4, 5, 5)).shape == (2, 6, 4, 3, 2)
+
+
+def test_every_parameter_takes_the_requested_dtype() -> None:
+    for generator in ("full", "lowrank"):
+        layer = AWConv2d(4, 6, 3, generator=generator, dtype=torch.float64)
+        assert {p.dtype for p in layer.parameters()} == {torch.float64}
+
+
+@pytest.mark.parametrize("option", ["reduction", "min_hidden", "rank"])
+def test_bools_are_not_accepted_as_positive_ints(option: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{option} must be a positive int, got True$"):
+        AWConv2d(4, 6, 3, generator="lowrank", **{option: True})
+
+
+def test_from_conv_keeps_the_device_and_names_what_it_refuses() -> None:
+    layer = AWConv2d.from_conv(nn.Conv2d(4, 6, 3, device="meta"))
+    assert {p.device.type for p in layer.parameters()} == {"meta"}
+
+    class Scaled(nn.Conv2d):
+        pass
+
+    with pytest.raises(TypeError) as raised:
+        AWConv2d.from_conv(Scaled(4, 6, 3))
+    assert str(raised.value) == (
+        "conv must be a plain torch.nn.Conv2d, got Scaled; subclasses may compute something other than "
+        "F.conv2d with their weights"
+    )
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_input_errors_name_what_was_given() -> None:
+    layer = AWConv2d(4, 6, 3)
+    with pytest.raises(TypeError, match=r"^input must have a floating-point dtype, got torch\.int64$"):
+        layer(torch.zeros(1, 4, 5, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"^input must have a floating-point dtype, got list$"):
+        layer.attention([1.0])
+    quantized = torch.quantize_per_tensor(torch.randn(1, 4, 5, 5), 0.1, 0, torch.quint8)
+    with pytest.raises(TypeError) as raised:
+        layer(quantized)
+    assert str(raised.value) == (
+        "input must be a float tensor, got a quantized torch.quint8 one: torch.ao.quantization cannot "
+        "quantize AWConv2d; for int8 inference quantize the exported ONNX model with ONNX Runtime: "
+        "awconv export MODEL --format onnx --quantize int8 (awconv.quantization)"
+    )
+
+
+def test_unbatched_attention_is_the_batched_one_without_n() -> None:
+    layer = AWConv2d(4, 6, 3)
+    with torch.no_grad():
+        layer.generator.pointconv2.weight.normal_()
+        x = torch.randn(4, 7, 7)
+        assert torch.allclose(layer.attention(x), layer.attention(x[None])[0])
+        assert layer.attention(x).shape == layer.weight.shape
