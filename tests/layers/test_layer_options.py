@@ -97,3 +97,32 @@ def test_unbatched_attention_is_the_batched_one_without_n() -> None:
         x = torch.randn(4, 7, 7)
         assert torch.allclose(layer.attention(x), layer.attention(x[None])[0])
         assert layer.attention(x).shape == layer.weight.shape
+
+
+def test_generator_defaults() -> None:
+    assert AWConv2d(256, 8, 3).generator.hidden == 16  # 256 // reduction 16
+    assert AWConv2d(32, 8, 3).generator.hidden == 8  # min_hidden 8
+    generator = AWConv2d(4, 6, 3, generator="lowrank").generator
+    assert generator.rank == 1 and generator.pointconv2.out_channels == 6
+    direct = AttentionGenerator(256, 8, (3, 3))
+    assert (direct.hidden, direct.kind, direct.gate, direct.pool) == (16, "full", "tanh", "kernel")
+    assert AttentionGenerator(32, 8, (3, 3), generator="lowrank").rank == 1
+    assert AttentionGenerator(32, 8, (3, 3)).hidden == 8
+
+
+@pytest.mark.parametrize("name", ["in_channels", "out_channels", "groups"])
+@pytest.mark.parametrize("value", [0, True, 2.0])
+def test_channel_and_group_counts_must_be_positive_ints(name: str, value) -> None:
+    arguments = {"in_channels": 4, "out_channels": 6, "groups": 1, name: value}
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {value!r}$"):
+        AWConv2d(arguments["in_channels"], arguments["out_channels"], 3, groups=arguments["groups"])
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels"), [(4, 6), (6, 4), (3, 5)])
+def test_both_channel_counts_must_divide_by_groups(in_channels: int, out_channels: int) -> None:
+    message = (
+        rf"^in_channels \({in_channels}\) and out_channels \({out_channels}\) must both be divisible by "
+        r"groups \(4\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        AWConv2d(in_channels, out_channels, 3, groups=4)

@@ -25,6 +25,10 @@ def test_layer_matches_float64_reference(config):
         out = layer(x)
         attention = layer.attention(x)
     assert attention.shape == (x.shape[0], *layer.weight.shape)
+    # The reference reads the generator's options from the layer: they must be the ones asked for.
+    kwargs, generator = config["kwargs"], layer.generator
+    asked = (config["args"][0], kwargs["generator"], kwargs["rank"], kwargs["gate"], kwargs["pool"])
+    assert (generator.in_channels, generator.kind, generator.rank, generator.gate, generator.pool) == asked
     assert relative_error(attention, attention_reference(layer, x)) < 1e-5
     assert relative_error(out, aw_layer_reference(layer, x)) < 1e-5
     if config["channels_last"] and not x.is_contiguous():  # channels_last in, channels_last out
