@@ -12,8 +12,8 @@ from awconv.layers import AttentionGenerator
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_weight_and_bias_start_as_nn_conv2ds_init(bias: bool) -> None:
-    layer = AWConv2d(6, 4, (3, 2), groups=2, bias=bias)
-    conv = nn.Conv2d(6, 4, (3, 2), groups=2, bias=bias)
+    layer = AWConv2d(8, 4, (3, 2), groups=2, bias=bias)  # weight (4, 4, 3, 2): every dimension apart
+    conv = nn.Conv2d(8, 4, (3, 2), groups=2, bias=bias)
     torch.manual_seed(7)
     layer.reset_parameters()
     torch.manual_seed(7)
@@ -126,3 +126,25 @@ def test_both_channel_counts_must_divide_by_groups(in_channels: int, out_channel
     )
     with pytest.raises(ValueError, match=message):
         AWConv2d(in_channels, out_channels, 3, groups=4)
+
+
+@pytest.mark.parametrize("name", ["kernel_size", "stride", "dilation", "padding"])
+def test_geometry_arguments_are_named_when_they_are_not_pairs(name: str) -> None:
+    arguments = {"kernel_size": 3, name: (1, 2, 3)}
+    with pytest.raises(TypeError, match=rf"^{name} must be an int or a pair of ints, got \(1, 2, 3\)$"):
+        AWConv2d(4, 6, **arguments)
+
+
+@pytest.mark.parametrize("name", ["kernel_size", "stride", "dilation"])
+def test_kernel_stride_and_dilation_must_be_positive(name: str) -> None:
+    arguments = {"kernel_size": 3, "stride": 1, "dilation": 1, name: (1, 0)}
+    message = (
+        (
+            rf"^kernel_size, stride and dilation must be positive, got {arguments['kernel_size']!r}, "
+            rf"{arguments['stride']!r} and {arguments['dilation']!r}$"
+        )
+        .replace("(", r"\(")
+        .replace(")", r"\)")
+    )
+    with pytest.raises(ValueError, match=message):
+        AWConv2d(4, 6, **arguments)

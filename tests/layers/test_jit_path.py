@@ -18,7 +18,7 @@ from awconv import AWConv2d
 
 @settings(max_examples=40, deadline=None)
 @given(config=layer_configs())
-def test_scripted_path_matches_float64_reference(config):
+def test_jit_path_run_eagerly_matches_float64_reference(config):
     layer = AWConv2d(*config["args"], **config["kwargs"])
     randomize_generator(layer)
     x = torch.randn(config["batch"], config["args"][0], *config["size"])
@@ -31,7 +31,7 @@ def test_scripted_path_matches_float64_reference(config):
 
 @settings(max_examples=20, deadline=None)
 @given(config=layer_configs())
-def test_scripted_path_gives_an_empty_batch_nn_conv2ds_shape(config):
+def test_jit_path_gives_an_empty_batch_nn_conv2ds_shape(config):
     layer = AWConv2d(*config["args"], **config["kwargs"])
     geometry = ("stride", "padding", "dilation", "groups", "padding_mode")
     conv = nn.Conv2d(*config["args"], **{key: config["kwargs"][key] for key in geometry})
