@@ -25,8 +25,10 @@ def test_jit_path_run_eagerly_matches_float64_reference(config):
     with torch.no_grad():
         out = layer._forward_scripted(x)
         unbatched = layer._forward_scripted(x[0])
-    assert relative_error(out, aw_layer_reference(layer, x)) < 1e-5
-    assert relative_error(unbatched, aw_layer_reference(layer, x[:1])[0]) < 1e-5
+    expected = aw_layer_reference(layer, x)
+    assert out.shape == expected.shape and unbatched.shape == expected.shape[1:]
+    assert relative_error(out, expected) < 1e-5
+    assert relative_error(unbatched, expected[0]) < 1e-5
 
 
 @settings(max_examples=20, deadline=None)

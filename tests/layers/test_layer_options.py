@@ -37,8 +37,9 @@ def test_generator_repr_and_its_pointwise_convolutions() -> None:
     assert full.extra_repr() == "generator='full', hidden=8, gate='tanh', pool='kernel'"
     lowrank = AttentionGenerator(4, 6, (3, 3), generator="lowrank", rank=2, gate="sigmoid")
     assert lowrank.extra_repr() == "generator='lowrank', hidden=8, gate='sigmoid', pool='kernel', rank=2"
-    convs = [m for m in lowrank.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 3 and all(conv.kernel_size == (1, 1) for conv in convs)
+    for generator, count in ((full, 2), (lowrank, 3)):
+        convs = [m for m in generator.modules() if isinstance(m, nn.Conv2d)]
+        assert len(convs) == count and all(conv.kernel_size == (1, 1) for conv in convs)
 
 
 def test_generator_defaults_to_one_group() -> None:

@@ -60,3 +60,14 @@ def test_attention_given_counts_a_convolution_forward_and_backward() -> None:
     assert forward_only == _counted(lambda: F.conv2d(x.detach(), weight.detach(), padding=1))
     both = _counted(lambda: aw_conv2d(x, weight, attention, padding=1).sum().backward())
     assert both == _counted(lambda: F.conv2d(x, weight, padding=1).sum().backward())
+
+
+@pytest.mark.parametrize("wants", ["input", "weights"])
+def test_backward_counts_only_the_gradients_asked_for(wants: str) -> None:
+    """The forward and one gradient (torch counts each as one convolution), not two gradients or none."""
+    x = torch.randn(2, 4, 7, 7, requires_grad=wants == "input")
+    weight = torch.randn(8, 4, 3, 3, requires_grad=wants == "weights")
+    attention = torch.randn(2, 8, 4, 3, 3, requires_grad=wants == "weights")
+    counted = _counted(lambda: aw_conv2d(x, weight, attention, stride=2, padding=1).sum().backward())
+    assert counted == _counted(lambda: F.conv2d(x, weight, stride=2, padding=1).sum().backward())
+    assert counted == 2 * _counted(lambda: F.conv2d(x.detach(), weight.detach(), stride=2, padding=1)) > 0
