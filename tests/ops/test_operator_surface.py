@@ -61,3 +61,27 @@ def test_auto_takes_fused_bmm_from_the_threshold_on() -> None:
     assert choose_fused_kernel("cpu", 8, 49, FUSED_BMM_MIN_KERNEL_VALUES) == "bmm"
     assert choose_fused_kernel("cpu", 8, 49, FUSED_BMM_MIN_KERNEL_VALUES - 1) == "grouped"
     assert choose_fused_kernel("cpu", 1, 49, FUSED_BMM_MIN_KERNEL_VALUES) == "loop"
+
+
+@pytest.mark.parametrize("name", ["stride", "dilation"])
+def test_geometry_arguments_are_named(name: str) -> None:
+    x, weight, attention = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(2, 4, 3, 3, 3)
+    with pytest.raises(TypeError, match=rf"^{name} must be an int or a pair of ints, got \(1, 2, 3\)$"):
+        aw_conv2d(x, weight, attention, **{name: (1, 2, 3)})
+
+
+@pytest.mark.parametrize("kernel", [(1, 4), (4, 1)])
+def test_same_padding_of_an_even_kernel_on_a_one_pixel_side(kernel: tuple[int, int]) -> None:
+    """The padded side (1 + 3 pixels, split 1 before and 2 after) fits the kernel exactly."""
+    size = (1, 5) if kernel == (4, 1) else (5, 1)
+    x, weight = torch.randn(2, 3, *size), torch.randn(4, 3, *kernel)
+    attention = torch.randn(2, 4, 3, *kernel)
+    out = aw_conv2d(x, weight, attention, padding="same")
+    assert relative_error(out, aw_conv2d_reference(x, weight, attention, None, 1, "same", 1, 1)) < 1e-5
+
+
+@pytest.mark.parametrize("size", [(2, 8), (8, 2)])
+def test_a_kernel_larger_than_one_padded_side_is_refused(size: tuple[int, int]) -> None:
+    x, weight, attention = torch.randn(2, 3, *size), torch.randn(4, 3, 3, 3), torch.randn(2, 4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"spans \(3, 3\) pixels, more than the padded input"):
+        aw_conv2d(x, weight, attention)

@@ -84,7 +84,7 @@ def aw_conv2d(
         raise ValueError(
             f"attention must have shape (N, C2, C1/groups, kh, kw) = {expected}, got {tuple(attention.shape)}"
         )
-    input, geometry, _ = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    input, geometry = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
     input, weight, attention = to_compute_dtype(input, weight, attention)
     if wants_composite():
         out = composite_aw_conv2d(input, weight, attention, residual, geometry, groups)

@@ -125,7 +125,7 @@ def aw_conv2d_fused(
     check_tensors(input=input, weight=weight, bias=bias)
     check_conv_shapes(input, weight, bias, groups)
     _check_factors(generator, factors, input, weight)
-    input, geometry, _ = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
+    input, geometry = prepare_geometry(input, weight.shape[2:], stride, padding, dilation)
     input, weight, *factors = to_compute_dtype(input, weight, *factors)
     if wants_composite():
         out = composite_aw_conv2d_fused(input, weight, factors, generator, gate, geometry, groups)

@@ -109,7 +109,7 @@ def prepare_geometry(
     stride: IntOrPair,
     padding: IntOrPair | str,
     dilation: IntOrPair,
-) -> tuple[Tensor, Geometry, tuple[int, int]]:
+) -> tuple[Tensor, Geometry]:
     """Validates the convolution's geometry and turns any padding into a symmetric one.
 
     Args:
@@ -118,9 +118,8 @@ def prepare_geometry(
         stride, padding, dilation: as ``aw_conv2d`` takes them.
 
     Returns:
-        ``(input, (stride, padding, dilation), (H_out, W_out))``: the input, zero-padded here only
-        when the padding is asymmetric; the three pairs the convolution paths take; and the
-        output's spatial size.
+        ``(input, (stride, padding, dilation))``: the input, zero-padded here only when the padding
+        is asymmetric, and the three pairs the convolution paths take.
     """
     stride_pair = to_pair(stride, "stride")
     dilation_pair = to_pair(dilation, "dilation")
@@ -139,8 +138,4 @@ def prepare_geometry(
         padding_pair = (pads[2], pads[0])  # symmetric: the convolution pads, no copy
     else:
         input, padding_pair = F.pad(input, pads), (0, 0)
-    out_size = (
-        output_size(padded[0], kernel[0], stride_pair[0], dilation_pair[0]),
-        output_size(padded[1], kernel[1], stride_pair[1], dilation_pair[1]),
-    )
-    return input, (stride_pair, padding_pair, dilation_pair), out_size
+    return input, (stride_pair, padding_pair, dilation_pair)
