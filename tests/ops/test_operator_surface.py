@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import pytest
@@ -10,6 +11,8 @@ from reference import aw_conv2d_reference, relative_error
 
 from awconv.ops import aw_conv2d, register_fused_kernel
 from awconv.ops.kernels import FUSED_BMM_MIN_KERNEL_VALUES, FUSED_KERNELS, choose_fused_kernel
+from awconv.ops.precision import autocast_off
+from awconv.ops.validation import check_tensors
 
 
 class _Logged(torch.Tensor):
@@ -85,3 +88,54 @@ def test_a_kernel_larger_than_one_padded_side_is_refused(size: tuple[int, int]) 
     x, weight, attention = torch.randn(2, 3, *size), torch.randn(4, 3, 3, 3), torch.randn(2, 4, 3, 3, 3)
     with pytest.raises(ValueError, match=r"spans \(3, 3\) pixels, more than the padded input"):
         aw_conv2d(x, weight, attention)
+
+
+def _arguments(**changes) -> dict:
+    x, weight, attention = torch.randn(2, 4, 6, 6), torch.randn(6, 2, 3, 3), torch.randn(2, 6, 2, 3, 3)
+    return {"input": x, "weight": weight, "attention": attention, "groups": 2, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"stride": True}, TypeError, "stride must be an int or a pair of ints, got True"),
+        ({"stride": (1, True)}, TypeError, "stride must be an int or a pair of ints, got (1, True)"),
+        ({"padding": (1, 2, 3)}, TypeError, "padding must be an int or a pair of ints, got (1, 2, 3)"),
+        ({"padding": -1}, ValueError, "padding must be non-negative, got -1"),
+        ({"groups": 0}, ValueError, "groups must be a positive int, got 0"),
+        ({"groups": True}, ValueError, "groups must be a positive int, got True"),
+        (
+            {"input": torch.randn(2, 5, 6, 6)},
+            ValueError,
+            "input has 5 channels but weight (6, 2, 3, 3) with groups=2 expects 4",
+        ),
+        (
+            {"weight": torch.randn(5, 2, 3, 3), "attention": torch.randn(2, 5, 2, 3, 3)},
+            ValueError,
+            "weight's out channels (5) must be divisible by groups=2",
+        ),
+        ({"input": [[1.0]]}, TypeError, "input must be a torch.Tensor, got list"),
+        (
+            {"weight": torch.zeros(6, 2, 3, 3, dtype=torch.int64)},
+            TypeError,
+            "weight must have a floating-point dtype, got torch.int64",
+        ),
+    ],
+)
+def test_bad_arguments_get_one_exact_message(changes: dict, error: type, message: str) -> None:
+    with pytest.raises(error) as raised:
+        aw_conv2d(**_arguments(**changes))
+    assert str(raised.value) == message
+
+
+def test_check_tensors_goes_on_past_a_missing_tensor() -> None:
+    with pytest.raises(TypeError, match=r"^bias must have a floating-point dtype, got torch\.int32$"):
+        check_tensors(input=None, bias=torch.zeros(2, dtype=torch.int32))
+
+
+def test_autocast_off_turns_autocast_off_only_where_it_is_on() -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast_off("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+    assert isinstance(autocast_off("cpu"), contextlib.nullcontext)
