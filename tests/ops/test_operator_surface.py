@@ -102,6 +102,12 @@ def _arguments(**changes) -> dict:
         ({"stride": (1, True)}, TypeError, "stride must be an int or a pair of ints, got (1, True)"),
         ({"padding": (1, 2, 3)}, TypeError, "padding must be an int or a pair of ints, got (1, 2, 3)"),
         ({"padding": -1}, ValueError, "padding must be non-negative, got -1"),
+        ({"padding": (1, -1)}, ValueError, "padding must be non-negative, got (1, -1)"),
+        (
+            {"attention": torch.zeros(2, 6, 2, 3, 3, dtype=torch.int64)},
+            TypeError,
+            "attention must have a floating-point dtype, got torch.int64",
+        ),
         ({"groups": 0}, ValueError, "groups must be a positive int, got 0"),
         ({"groups": True}, ValueError, "groups must be a positive int, got True"),
         (
