@@ -158,6 +158,11 @@ class AWConv2d(nn.Module):
                 f"conv must be a plain torch.nn.Conv2d, got {type(conv).__name__}; subclasses may "
                 "compute something other than F.conv2d with their weights"
             )
+        return cls._from_checked_conv(conv, **kwargs)
+
+    @classmethod
+    def _from_checked_conv(cls, conv: nn.Conv2d, **kwargs) -> AWConv2d:
+        """``from_conv`` once ``conv``'s type is known to compute ``F.conv2d`` with its weights."""
         layer = cls(
             conv.in_channels,
             conv.out_channels,

@@ -66,21 +66,7 @@ class AWConv2dSame(AWConv2d):
         """
         if type(conv) is not Conv2dSame:
             raise TypeError(f"conv must be a timm Conv2dSame, got {type(conv).__name__}")
-        # AWConv2d.from_conv copies weights, bias, requires_grad and mode from a plain nn.Conv2d; a
-        # plain twin sharing the parameters lends them (Conv2dSame's own padding is always 0).
-        twin = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            0,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            device="meta",
-        )
-        twin.weight, twin.bias = conv.weight, conv.bias
-        return super().from_conv(twin.train(conv.training), **kwargs)
+        return cls._from_checked_conv(conv, **kwargs)  # its padding (always 0) is not used
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C1, H, W) -> (N, C2, ceil(H / sh), ceil(W / sw))."""
