@@ -27,8 +27,7 @@ def to_compute_dtype(*tensors: Tensor) -> tuple[Tensor, ...]:
     """
     dtype = _autocast_dtype(tensors[0].device.type)
     if dtype is None:
-        dtypes = {t.dtype for t in tensors}
-        dtype = tensors[0].dtype if len(dtypes) == 1 else functools.reduce(torch.promote_types, dtypes)
+        dtype = functools.reduce(torch.promote_types, {t.dtype for t in tensors})
     return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
 
 
