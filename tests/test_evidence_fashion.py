@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence.sh"
+from evidence_script import run_evidence
+
 RECIPE = (
     "--data fashion-mnist --image-size 28 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 5e-4 "
     "--schedule cosine --warmup-epochs 1"
@@ -14,18 +13,8 @@ RECIPE = (
 CPU = "--workers 0 --accelerator cpu --no-progress"
 
 
-def _run(tmp_path: Path, experiment: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    calls = tmp_path / "calls.txt"
-    fake_python = tmp_path / "python"  # records its arguments instead of running awconv
-    fake_python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
-    fake_python.chmod(0o755)
-    env = {**os.environ, "PY": str(fake_python), "OUT": str(tmp_path / "ev"), **env}
-    done = subprocess.run(["bash", str(SCRIPT), experiment], env=env, capture_output=True, text=True)
-    return done, calls.read_text().splitlines() if calls.exists() else []
-
-
 def test_pilot_trains_plain_and_aw_at_three_budgets(tmp_path: Path) -> None:
-    done, calls = _run(tmp_path, "fashion_pilot")
+    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev")
     assert done.returncode == 0, done.stderr
     assert calls == [
         f"-m awconv compare {RECIPE} --epochs {epochs} --models resnet20_cifar aw_resnet20_cifar --seeds 0 "
@@ -35,13 +24,13 @@ def test_pilot_trains_plain_and_aw_at_three_budgets(tmp_path: Path) -> None:
 
 
 def test_main_runs_wait_for_the_pilots_budget(tmp_path: Path) -> None:
-    done, calls = _run(tmp_path, "fashion")
+    done, calls = run_evidence(tmp_path, "fashion", tmp_path / "ev")
     assert done.returncode == 2 and calls == []
     assert "run fashion_pilot first and set FASHION_EPOCHS" in done.stderr
 
 
 def test_main_runs_pair_every_variant_by_seed(tmp_path: Path) -> None:
-    done, calls = _run(tmp_path, "fashion", FASHION_EPOCHS="7")
+    done, calls = run_evidence(tmp_path, "fashion", tmp_path / "ev", FASHION_EPOCHS="7")
     assert done.returncode == 0, done.stderr
     lowrank = "aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4"
     six = (
