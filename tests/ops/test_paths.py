@@ -77,4 +77,5 @@ def test_each_path_takes_its_own_backward(monkeypatch, impl, backward):
     x, weight, attention, grad_out = _problem(seed=5)
     kernels = weight * (1 + attention)
     paths.per_sample_conv_backward(impl, x, kernels, grad_out, *GEOMETRY, GROUPS)
-    assert calls == [backward]
+    paths.modulated_conv_backward(impl, grad_out, x, weight, attention, True, GEOMETRY, GROUPS, [True] * 3)
+    assert calls == [backward, backward]

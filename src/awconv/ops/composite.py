@@ -160,5 +160,5 @@ def composite_vjp(
         aliases = [tensor.view_as(tensor) for tensor in tensors]
         out = function(*aliases)
         wanted = [alias for alias, need in zip(aliases, needs, strict=True) if need]
-        grads = iter(torch.autograd.grad(out, wanted, grad_output, create_graph=True, allow_unused=True))
+        grads = iter(torch.autograd.grad(out, wanted, grad_output, create_graph=True))
     return [next(grads) if need else None for need in needs]

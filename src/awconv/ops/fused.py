@@ -55,7 +55,12 @@ def _check_factors(kind: str, factors: Sequence[Tensor], x: Tensor, weight: Tens
         d = factors[0].shape[1]
         expected = {"hidden": (batch, d, taps), "head_weight": (c2 * c1g, d), "head_bias": (c2 * c1g,)}
     else:
-        rank = factors[0].shape[2] if factors[0].dim() == 4 else -1
+        if factors[0].dim() != 4:
+            raise ValueError(
+                f"factor_out must have shape (N, C2, R, P) = ({batch}, {c2}, R, {taps}), "
+                f"got {tuple(factors[0].shape)}"
+            )
+        rank = factors[0].shape[2]
         expected = {"factor_out": (batch, c2, rank, taps), "factor_in": (batch, rank, c1g, taps)}
     for name, factor in zip(names, factors, strict=True):
         if tuple(factor.shape) != expected[name]:
