@@ -29,7 +29,7 @@ test: $(STAMP)
 # Results stay in mutants/ (`mutmut results`, `mutmut show NAME`); a rerun tests only what changed.
 MUTANTS ?=
 mutation: $(STAMP)
-	env -u PYTHONPATH OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	env -u PYTHONPATH OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
 	$(PY) benchmarks/mutation_table.py
 
 # The package as a user gets it: the sdist and the wheel built from it (python -m build), the wheel
