@@ -27,6 +27,7 @@ test: $(STAMP)
 # convert, data loaders, checkpoints and schedules is run against the fast tests that reach it.
 # Hours on 2 cores (docs/reliability.md); MUTANTS picks some, e.g. MUTANTS='awconv.engine.optim.*'.
 # Results stay in mutants/ (`mutmut results`, `mutmut show NAME`); a rerun tests only what changed.
+# TRITON_INTERPRET=1 runs the Triton kernels' tests on the CPU in the test process, where mutmut sees them.
 MUTANTS ?=
 mutation: $(STAMP)
 	env -u PYTHONPATH OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)

@@ -119,6 +119,7 @@ class _Logged(torch.Tensor):
 
 
 def test_tensor_subclasses_get_the_call_with_every_option() -> None:
+    _Logged.calls.clear()
     arguments = _arguments()
     x = arguments["input"].as_subclass(_Logged)
     options = {"generator": "full", "gate": "sigmoid", "impl": "loop", "chunk_size": 1}
