@@ -7,9 +7,8 @@ import itertools
 
 import pytest
 import torch
+from allocations import LargeTensors
 from reference import aw_conv2d_reference, relative_error
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from awconv.ops import fused_aten
 from awconv.ops.kernels import FusedProblem
@@ -141,29 +140,10 @@ def test_bmm_path_works_tap_major_in_the_problems_chunks(monkeypatch) -> None:
     assert spy.calls == [("_backward_tap_major", 32)]
 
 
-class _Allocations(TorchDispatchMode):
-    """Counts the tensors of at least ``min_bytes`` that ATen calls return in fresh memory."""
-
-    def __init__(self, min_bytes: int) -> None:
-        super().__init__()
-        self.min_bytes, self.count = min_bytes, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        given = {
-            t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
-        }
-        out = func(*args, **kwargs)
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in given:
-                self.count += tensor.untyped_storage().nbytes() >= self.min_bytes
-        return out
-
-
 def _count_allocations(function, min_bytes: int) -> int:
-    with _Allocations(min_bytes) as allocations:
+    with LargeTensors(min_bytes // 4) as large:  # float32
         function()
-    return allocations.count
+    return large.count
 
 
 @pytest.mark.parametrize("gate", ["tanh", "sigmoid", "none"])

@@ -200,3 +200,27 @@ def test_cpu_tensors_need_cuda_or_the_interpreter():
     factors = [torch.randn(1, 2, 1, 1), torch.randn(1, 1, 2, 1)]
     with pytest.raises(ValueError, match=r"^impl='triton' needs CUDA tensors, got input on cpu; "):
         aw_conv2d_fused(x, weight, factors, generator="lowrank", impl="triton")
+
+
+def _one_or_all_but_one(count: int) -> list[list[bool]]:
+    alone = [[i == j for j in range(count)] for i in range(count)]
+    return alone + [[not need for need in mask] for mask in alone]
+
+
+@pytest.mark.parametrize(
+    ("generator", "taps", "dtype", "needs"),
+    [("full", 6, "float32", needs) for needs in _one_or_all_but_one(5)]
+    + [("lowrank", 1, "float32", needs) for needs in _one_or_all_but_one(4)]
+    + [("full", 1, "bfloat16", [True] * 5), ("lowrank", 6, "bfloat16", [True] * 4)],
+)
+def test_backward_gives_exactly_the_gradients_asked_for(interpreter, generator, taps, dtype, needs):
+    """triton_backward called directly: None where not needed, the input's dtype, grad_x and the
+    output channels_last; strided, padded, dilated and grouped, so that every stride phase of grad_x runs."""
+    problem = case(
+        generator, "sigmoid", (3, 2), (2, 1), (1, 0), (1, 2), 2, taps, (4, 5), dtype=dtype, needs=needs
+    )
+    result = interpreter.submit(triton_interpreted.backward_gradients, problem).result()
+    assert result["missing"] == [not need for need in needs]
+    assert all(name == f"torch.{dtype}" for name in result["dtypes"]), result["dtypes"]
+    assert result["channels_last"] == [True, needs[0]]
+    assert max(result["errors"]) < TOLERANCE[dtype], result["errors"]

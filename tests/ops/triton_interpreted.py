@@ -147,24 +147,9 @@ def attention_sized_allocations(generator: str) -> int:
     during one forward and backward of ``aw_conv2d_triton`` (N = 4, 16 -> 16 channels, 1x1, on
     2x2 pixels: every activation, and the head's weight, is smaller)."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from allocations import LargeTensors
 
     from awconv.ops.triton_conv import aw_conv2d_triton
-
-    class LargeTensors(TorchDispatchMode):
-        """Counts new (not aliasing) tensors of at least ``numel`` elements made by torch operators
-        (the interpreter's views of the kernels' arguments alias them and are not counted)."""
-
-        def __init__(self, numel: int) -> None:
-            super().__init__()
-            self.numel, self.count = numel, 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if all(result.alias_info is None for result in func._schema.returns):
-                outputs = out if isinstance(out, (tuple, list)) else (out,)
-                self.count += sum(isinstance(t, torch.Tensor) and t.numel() >= self.numel for t in outputs)
-            return out
 
     torch.manual_seed(0)
     x, weight, *factors = _problem(generator, 4, 16, 16, (1, 1), (2, 2), 1, 1, torch.float32, 2)
@@ -188,3 +173,46 @@ def operator_error(case: dict) -> str:
     except (ValueError, TypeError) as error:
         return str(error)
     return ""
+
+
+def backward_gradients(case: dict) -> dict[str, object]:
+    """``triton_forward`` and ``triton_backward`` called directly, with ``case["needs"]``.
+
+    Returns:
+        ``missing``: for each of (x, weight, *factors), whether its gradient is None; ``errors``:
+        relative errors of the output and of each gradient given, against float64; ``dtypes``:
+        their dtype names; ``channels_last``: whether the output and grad_x are (grad_x False
+        when missing).
+    """
+    import torch
+    from reference import relative_error
+
+    from awconv.ops.triton_conv import triton_backward, triton_forward
+
+    torch.manual_seed(case["seed"])
+    dtype = getattr(torch, case["dtype"])
+    leaves = _problem(
+        case["generator"], case["batch"], case["in_channels"], case["out_channels"], case["kernel"],
+        case["size"], case["groups"], case["taps"], dtype, case["rank"],
+    )  # fmt: skip
+    x, weight, *factors = (leaf.detach() for leaf in leaves)
+    geometry = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    config = (case["generator"], case["gate"], *geometry)
+    out = triton_forward(x, weight, factors, *config)
+    expected = _reference(case["generator"], case["gate"], *leaves[:2], leaves[2:], *geometry)
+    grad_out = torch.randn_like(expected)
+    grad_x, grad_weight, grad_factors = triton_backward(
+        grad_out.to(dtype), x, weight, factors, *config, case["needs"]
+    )
+    grads = [grad_x, grad_weight, *grad_factors]
+    expected_grads = torch.autograd.grad(expected, leaves, grad_out)
+    given = [(g, e) for g, e in zip(grads, expected_grads, strict=True) if g is not None]
+    return {
+        "missing": [g is None for g in grads],
+        "errors": [relative_error(out, expected)] + [relative_error(g, e) for g, e in given],
+        "dtypes": [str(t.dtype) for t in (out, *(g for g, _ in given))],
+        "channels_last": [
+            out.is_contiguous(memory_format=torch.channels_last),
+            grad_x is not None and grad_x.is_contiguous(memory_format=torch.channels_last),
+        ],
+    }

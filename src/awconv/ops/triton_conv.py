@@ -163,6 +163,22 @@ def _tiles(pixels: int, channels: int, reduced: int, dtype: torch.dtype) -> dict
     }
 
 
+def _grad_weight_tiles(
+    out_per_group: int, in_per_group: int, pixels: int, dtype: torch.dtype
+) -> dict[str, int]:
+    """Block sizes and warps of the weight-gradient kernel's (C2/g x C1/g) tile, reducing over pixels.
+
+    Three such float32 blocks live at once (the GEMM's, dW's and the weight's), so they stay at 64.
+    """
+    block_m, block_n = _block(out_per_group, 16, 64), _block(in_per_group, 16, 64)
+    return {
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_K": _block(pixels, 16, 32 if dtype == torch.float32 else 64),
+        "num_warps": 8 if block_m * block_n >= 64 * 64 else 4,
+    }
+
+
 def triton_forward(
     x: Tensor,
     weight: Tensor,
@@ -292,14 +308,7 @@ def _grad_weight_and_logits(
         ga_strides = gb_strides = _strides(grad_a, 1)
     else:
         ga_strides = gb_strides = (0, 0, 0, 0)
-    pixels = grad_out.shape[2] * grad_out.shape[3]
-    # Three (C2 tile, C1/g tile) float32 blocks live at once (the GEMM's, dW's and the weight's).
-    tiles = {
-        "BLOCK_M": _block(out_per_group, 16, 64),
-        "BLOCK_N": _block(in_per_group, 16, 64),
-        "BLOCK_K": _block(pixels, 16, 32 if x.dtype == torch.float32 else 64),
-    }
-    tiles["num_warps"] = 8 if tiles["BLOCK_M"] * tiles["BLOCK_N"] >= 64 * 64 else 4
+    tiles = _grad_weight_tiles(out_per_group, in_per_group, grad_out.shape[2] * grad_out.shape[3], x.dtype)
     programs = (
         triton.cdiv(out_per_group, tiles["BLOCK_M"])
         * triton.cdiv(in_per_group, tiles["BLOCK_N"])
