@@ -223,3 +223,75 @@ def test_image_folder_gives_grayscale_images_three_channels(tmp_path: Path) -> N
     Image.fromarray(np.full((2, 3), 90, dtype=np.uint8), mode="L").save(tmp_path / "a" / "0.png")
     image, _ = ImageFolderDataset(tmp_path, ("a",), v2.Identity())[0]
     assert image.shape == (3, 2, 3) and image.unique().tolist() == [90]
+
+
+def test_digits_are_sklearns_images_scaled_to_bytes() -> None:
+    from sklearn.datasets import load_digits
+
+    data = build_classification_data("digits")
+    digits = load_digits()
+    images = torch.cat([data.train.images, data.val.images])
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 8, 8)
+    assert data.classes == tuple(str(c) for c in range(10))
+    expected = torch.from_numpy(np.rint(digits.images * 255.0 / 16.0).astype(np.uint8))
+    assert images.max() == 255  # sklearn's 16 becomes 255
+    # the split's order is its own: the same multiset of images, each byte for byte
+    assert sorted(map(bytes, images.flatten(1).numpy())) == sorted(map(bytes, expected.flatten(1).numpy()))
+
+
+def test_small_sets_augment_with_a_light_affine() -> None:
+    data = build_classification_data("digits")
+    (affine,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomAffine)]
+    assert (affine.degrees, affine.translate, affine.scale) == ([-10.0, 10.0], (0.1, 0.1), (0.9, 1.1))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"spec": 5}, TypeError, "data must be a string such as "),
+        ({"spec": "digits", "image_size": 0}, ValueError, "image_size must be a positive int, got 0"),
+        ({"spec": "digits", "image_size": "8"}, ValueError, "image_size must be a positive int, got '8'"),
+        ({"spec": "pets"}, ValueError, "unknown data set 'pets': expected one of "),
+    ],
+)
+def test_bad_data_arguments_get_exact_messages(arguments: dict, error: type, message: str) -> None:
+    from awconv.data.classification import DATA_SOURCES
+
+    with pytest.raises(error) as raised:
+        build_classification_data(**arguments)
+    expected = {
+        5: f"data must be a string such as {DATA_SOURCES}, got int",
+        "pets": f"unknown data set 'pets': expected one of {', '.join(DATA_SOURCES)}",
+    }.get(arguments["spec"], message)
+    assert str(raised.value) == expected
+
+
+def test_one_pixel_images_are_allowed() -> None:
+    assert build_classification_data("digits", image_size=1).val[0][0].shape == (1, 1, 1)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "nearest"])
+def test_in_memory_transforms_resize_crop_and_normalise_as_asked(interpolation: str) -> None:
+    """12-px images at size 8 with a 0.8 centre crop: training resized to 8, validation to 10 then
+    cropped to 8, both with antialiasing and the asked interpolation, normalised by the training
+    set's channel statistics; compared with torchvision's functional transforms applied by hand."""
+    from awconv.data.augment import Augmentation
+    from awconv.data.classification import _in_memory
+
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    val = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    augmentation = Augmentation(val_crop_pct=0.8, interpolation=interpolation)
+    data = _in_memory(train, torch.arange(6) % 2, val, torch.arange(2), ("a", "b"), 8, [], augmentation)
+    pixels = train.double().div(255).permute(1, 0, 2, 3).flatten(1)
+    mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
+    mode = v2.InterpolationMode(interpolation)
+
+    def by_hand(image, side, crop):
+        image = F.resize(image, [side], interpolation=mode, antialias=True)
+        image = F.center_crop(image, [crop]) if crop else image
+        return F.normalize(F.to_dtype(image, torch.float32, scale=True), mean, std)
+
+    assert torch.allclose(data.train[0][0], by_hand(train[0], 8, None), atol=1e-5)
+    assert torch.allclose(data.val[1][0], by_hand(val[1], 10, 8), atol=1e-5)
+    assert data.val[1][0].shape == (3, 8, 8) and (data.num_classes, data.in_chans) == (2, 3)

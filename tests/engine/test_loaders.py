@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -150,3 +152,40 @@ def test_check_splits_reads_the_first_sample_and_names_a_bare_error() -> None:
 
     with pytest.raises(ValueError, match=r"^the training split of --data x cannot be read: OSError$"):
         check_splits({"training": FirstBroken(2)}, "--data x")
+
+
+class _HostNoisy(Dataset):
+    """Sample i is i plus one draw from Python's and one from NumPy's global generator."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[float, float]:
+        return index + random.random(), index + float(np.random.random())
+
+
+def test_host_generators_are_seeded_per_sample_only_when_asked() -> None:
+    random.seed(1)
+    np.random.seed(1)
+    expected_next = (random.random(), float(np.random.random()))
+    random.seed(1)
+    np.random.seed(1)
+    seeded = SeededSamples(_HostNoisy(), host_generators=True)
+    first = seeded[(2, 99)]
+    assert (random.random(), float(np.random.random())) == expected_next  # the caller's streams went on
+    assert seeded[(2, 99)] == first and seeded[(2, 98)] != first
+    random.seed(99)
+    np.random.seed(99)
+    assert first == (2 + random.random(), 2 + float(np.random.random()))  # drawn after seeding by 99
+
+    random.seed(1)
+    np.random.seed(1)
+    plain = SeededSamples(_HostNoisy())[(2, 99)]  # the default leaves Python and NumPy alone
+    assert plain == (2 + expected_next[0], 2 + expected_next[1])
+
+
+@pytest.mark.parametrize("host_generators", [False, True])
+def test_training_loader_passes_host_generators_on(host_generators: bool) -> None:
+    loader = training_loader(_Noisy(4), batch_size=2, seed=0, workers=0, host_generators=host_generators)
+    assert loader.dataset.host_generators is host_generators
+    assert training_loader(_Noisy(4), batch_size=2, seed=0, workers=0).dataset.host_generators is False
