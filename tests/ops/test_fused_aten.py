@@ -168,11 +168,12 @@ def test_weight_layout_paths_reuse_two_buffers_for_every_chunk(path, gate) -> No
     assert relative_error(out, expected) < 1e-5
 
 
-def test_bmm_path_makes_each_chunks_kernels_in_place_of_its_logits() -> None:
+@pytest.mark.parametrize("gate", ["tanh", "sigmoid"])  # W * 2q, and W (1 + q)
+def test_bmm_path_makes_each_chunks_kernels_in_place_of_its_logits(gate) -> None:
     """Forward: one tensor per chunk (the logits, gated and modulated in place); backward: three
     (the logits, the kernels, their gradient, which also takes dL/dW's product)."""
     x, weight, factors, _ = _problem_64()
-    problem = FusedProblem("full", "tanh", GEOMETRY, groups=1, chunk_size=16)
+    problem = FusedProblem("full", gate, GEOMETRY, groups=1, chunk_size=16)
     chunk_bytes = 16 * 64 * 64 * 9 * 4
     out = fused_aten.fused_forward("bmm", x, weight, factors, problem)
     assert (
