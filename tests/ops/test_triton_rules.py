@@ -111,7 +111,7 @@ def test_a_tap_axis_of_one_gets_stride_zero() -> None:
     assert sources.a.shape == (2, 1, 4, 3) and sources.a_strides == (12, 0, 3, 1)
 
 
-def test_cpu_tensors_are_refused_where_triton_compiles(monkeypatch) -> None:
+def test_cpu_tensors_are_refused_by_the_gpu_build(monkeypatch) -> None:
     monkeypatch.setattr(triton_conv, "INTERPRETED", False)
     with pytest.raises(ValueError) as raised:
         triton_conv._check_inputs(torch.empty(1, 2, 3, 3), torch.empty(2, 2, 1, 1), [])
