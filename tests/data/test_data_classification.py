@@ -295,3 +295,8 @@ def test_in_memory_transforms_resize_crop_and_normalise_as_asked(interpolation: 
     assert torch.allclose(data.train[0][0], by_hand(train[0], 8, None), atol=1e-5)
     assert torch.allclose(data.val[1][0], by_hand(val[1], 10, 8), atol=1e-5)
     assert data.val[1][0].shape == (3, 8, 8) and (data.num_classes, data.in_chans) == (2, 3)
+
+
+def test_image_folder_images_default_to_224_pixels(tmp_path: Path) -> None:
+    data = build_classification_data(f"imagefolder:{make_image_folder(tmp_path)}")
+    assert data.image_size == 224 and data.val[0][0].shape == (3, 224, 224)

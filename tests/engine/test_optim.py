@@ -147,3 +147,27 @@ def test_step_schedule_defaults_and_edge_lengths() -> None:
     assert _lrs("step", total_steps=3) == pytest.approx([1.0, 0.1, 0.01])  # every step, gamma 0.1
     assert _lrs("cosine", total_steps=1) == [1.0]
     assert _lrs("cosine", total_steps=3, warmup_steps=3) == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_lars_takes_the_momentum_and_every_optimizer_keeps_lr_as_its_default() -> None:
+    lars = build_optimizer(nn.Linear(2, 2), "lars", lr=0.5, weight_decay=0.1, momentum=0.5)
+    assert [g["momentum"] for g in lars.param_groups] == [0.5, 0.5]
+    for name in ("sgd", "adamw", "lars"):  # what a group added later (add_param_group) starts from
+        assert build_optimizer(nn.Linear(2, 2), name, lr=0.5, weight_decay=0.1).defaults["lr"] == 0.5
+
+
+def test_layer_decay_keeps_the_weight_decay_and_names_a_model_without_layers() -> None:
+    import timm
+
+    import awconv  # noqa: F401  (registers the model)
+
+    model = timm.create_model("resnet20_cifar", num_classes=3)
+    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.5)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {1e-4, 0.0}
+    assert optimizer.defaults["lr"] == 0.1
+    with pytest.raises(ValueError) as raised:
+        build_optimizer(nn.Sequential(nn.Linear(2, 2)), "sgd", lr=0.1, weight_decay=0, layer_decay=0.5)
+    assert str(raised.value) == (
+        "--layer-decay 0.5: Sequential has no layers to decay (no timm group_matcher), every parameter "
+        "would get the same lr; use a timm or awconv model"
+    )
