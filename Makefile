@@ -25,7 +25,7 @@ test: $(STAMP)
 
 # Mutation testing (mutmut, [tool.mutmut] in pyproject.toml): each mutant of the operator, layers,
 # convert, data loaders, checkpoints and schedules is run against the fast tests that reach it.
-# Hours on 2 cores (docs/reliability.md); MUTANTS picks some, e.g. MUTANTS='awconv.engine.optim.*'.
+# About an hour on 2 cores (docs/reliability.md); MUTANTS picks some, e.g. MUTANTS='awconv.engine.optim.*'.
 # Results stay in mutants/ (`mutmut results`, `mutmut show NAME`); a rerun tests only what changed.
 # TRITON_INTERPRET=1 runs the Triton kernels' tests on the CPU in the test process, where mutmut sees them.
 MUTANTS ?=
