@@ -169,10 +169,14 @@ def test_double_backward_matches_float64_reference(generator):
         assert relative_error(a, b) < 1e-10
 
 
-def test_double_backward_attention_given_matches_float64_reference():
+@pytest.mark.parametrize("frozen", [None, "weight", "attention"])
+def test_double_backward_attention_given_matches_float64_reference(frozen):
+    """Also with one tensor that needs no gradient: the others' gradients keep their order."""
     x, weight, _ = fused_tensors("full", batch=2)
     attention = torch.randn(2, 6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    tensors = [x, weight, attention]
+    tensors = [t for name, t in (("x", x), ("weight", weight), ("attention", attention)) if name != frozen]
+    if frozen:
+        {"weight": weight, "attention": attention}[frozen].requires_grad_(False)
 
     def penalty(function):
         (grad_x,) = torch.autograd.grad(function(x, weight, attention).square().sum(), x, create_graph=True)

@@ -40,31 +40,37 @@ def test_phase_taps_are_the_taps_that_reach_the_phase(stride, dilation, pad, ker
         assert step == stride // math.gcd(stride, dilation) or len(taps) < 2
 
 
-def test_tiles_grow_with_the_pixels_and_channels_and_shrink_k_for_float32() -> None:
-    assert triton_conv._tiles(1023, 16, 16, torch.float32) == {
-        "BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4,
-    }  # fmt: skip
-    assert triton_conv._tiles(1024, 100, 100, torch.float32) == {
-        "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8,
-    }  # fmt: skip
-    assert triton_conv._tiles(1024, 500, 100, torch.bfloat16) == {
-        "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8,
-    }  # fmt: skip
-    assert triton_conv._tiles(4096, 64, 8, torch.float16) == {
-        "BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16, "num_warps": 4,
-    }  # fmt: skip
-    assert triton_conv._tiles(64, 128, 16, torch.float32)["num_warps"] == 4  # 64 x 128 < 128 x 128
+def _tile(block_m: int, block_n: int, block_k: int, num_warps: int) -> dict[str, int]:
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": num_warps}
 
 
-def test_weight_gradient_tiles_stay_at_64_by_64() -> None:
-    assert triton_conv._grad_weight_tiles(256, 256, 4096, torch.float32) == {
-        "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8,
-    }  # fmt: skip
-    assert triton_conv._grad_weight_tiles(33, 8, 5, torch.bfloat16) == {
-        "BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4,
-    }  # fmt: skip
-    assert triton_conv._grad_weight_tiles(64, 32, 100, torch.float16)["BLOCK_K"] == 64
-    assert triton_conv._grad_weight_tiles(64, 63, 100, torch.float16)["num_warps"] == 8
+@pytest.mark.parametrize(
+    ("pixels", "channels", "reduced", "dtype", "expected"),
+    [
+        (1023, 16, 16, torch.float32, _tile(64, 16, 16, 4)),
+        (1024, 100, 100, torch.float32, _tile(128, 128, 32, 8)),
+        (1024, 500, 100, torch.bfloat16, _tile(128, 128, 64, 8)),
+        (4096, 64, 8, torch.float16, _tile(128, 64, 16, 4)),
+        (64, 128, 16, torch.float32, _tile(64, 128, 16, 4)),  # 64 x 128 < 128 x 128: 4 warps
+    ],
+)
+def test_tiles_grow_with_the_pixels_and_channels_and_shrink_k_for_float32(
+    pixels, channels, reduced, dtype, expected
+) -> None:
+    assert triton_conv._tiles(pixels, channels, reduced, dtype) == expected
+
+
+@pytest.mark.parametrize(
+    ("out_per_group", "in_per_group", "pixels", "dtype", "expected"),
+    [
+        (256, 256, 4096, torch.float32, _tile(64, 64, 32, 8)),
+        (33, 8, 5, torch.bfloat16, _tile(64, 16, 16, 4)),
+        (64, 32, 100, torch.float16, _tile(64, 32, 64, 4)),
+        (64, 63, 100, torch.float16, _tile(64, 64, 64, 8)),
+    ],
+)
+def test_weight_gradient_tiles_stay_at_64_by_64(out_per_group, in_per_group, pixels, dtype, expected) -> None:
+    assert triton_conv._grad_weight_tiles(out_per_group, in_per_group, pixels, dtype) == expected
 
 
 @pytest.mark.parametrize(

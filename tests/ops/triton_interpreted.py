@@ -47,6 +47,19 @@ def _problem(generator, batch, in_channels, out_channels, kernel, size, groups, 
     return [t.to(dtype).requires_grad_(True) for t in (x, weight, *factors)]
 
 
+def _case_problem(case: dict):
+    """The case's dtype and its random problem (``_problem``), seeded by ``case["seed"]``."""
+    import torch
+
+    torch.manual_seed(case["seed"])
+    dtype = getattr(torch, case["dtype"])
+    leaves = _problem(
+        case["generator"], case["batch"], case["in_channels"], case["out_channels"], case["kernel"],
+        case["size"], case["groups"], case["taps"], dtype, case["rank"],
+    )  # fmt: skip
+    return dtype, leaves
+
+
 def _reference(generator, gate, x, weight, factors, stride, padding, dilation, groups):
     """float64: the logits by einsum from the factors, the gate, one conv per sample."""
     import torch
@@ -86,12 +99,7 @@ def kernel_errors(case: dict) -> dict[str, object]:
     from awconv.ops.triton_conv import aw_conv2d_triton
 
     triton_conv._TARGET_PROGRAMS = case.get("target_programs", 1024)
-    torch.manual_seed(case["seed"])
-    dtype = getattr(torch, case["dtype"])
-    leaves = _problem(
-        case["generator"], case["batch"], case["in_channels"], case["out_channels"], case["kernel"],
-        case["size"], case["groups"], case["taps"], dtype, case["rank"],
-    )  # fmt: skip
+    dtype, leaves = _case_problem(case)
     needs = case.get("needs", [True] * len(leaves))
     for leaf, need in zip(leaves, needs, strict=True):
         leaf.requires_grad_(need)
@@ -189,12 +197,7 @@ def backward_gradients(case: dict) -> dict[str, object]:
 
     from awconv.ops.triton_conv import triton_backward, triton_forward
 
-    torch.manual_seed(case["seed"])
-    dtype = getattr(torch, case["dtype"])
-    leaves = _problem(
-        case["generator"], case["batch"], case["in_channels"], case["out_channels"], case["kernel"],
-        case["size"], case["groups"], case["taps"], dtype, case["rank"],
-    )  # fmt: skip
+    dtype, leaves = _case_problem(case)
     x, weight, *factors = (leaf.detach() for leaf in leaves)
     geometry = (case["stride"], case["padding"], case["dilation"], case["groups"])
     config = (case["generator"], case["gate"], *geometry)
