@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -300,3 +301,55 @@ def test_in_memory_transforms_resize_crop_and_normalise_as_asked(interpolation: 
 def test_image_folder_images_default_to_224_pixels(tmp_path: Path) -> None:
     data = build_classification_data(f"imagefolder:{make_image_folder(tmp_path)}")
     assert data.image_size == 224 and data.val[0][0].shape == (3, 224, 224)
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), as the original CIFAR pickles
+    hold them: Python 3 reads those back only with ``encoding="bytes"`` (or latin-1)."""
+
+    def save_bytes(self, obj: bytes) -> None:
+        size = len(obj)
+        if size < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([size]) + obj)
+        else:
+            self.write(pickle.BINSTRING + size.to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch: ClassVar[dict] = {**pickle._Pickler.dispatch, bytes: save_bytes}
+
+
+def _python2_pickle(path: Path, obj: dict) -> None:
+    with path.open("wb") as file:
+        _Python2Pickler(file, protocol=2).dump(obj)
+
+
+def test_cifar_in_python2_pickles_as_the_original_release(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cifar-10-batches-py"  # the archive's folder, found under the given one
+    root.mkdir()
+    written = {}
+    for name, count in (("data_batch_1", 6), ("test_batch", 4)):
+        data, labels = rng.integers(0, 256, (count, 3072), dtype=np.uint8), rng.integers(0, 3, count).tolist()
+        written[name] = (data, labels)
+        _python2_pickle(root / name, {b"data": data, b"labels": labels, b"batch_label": b"batch"})
+    _python2_pickle(root / "batches.meta", {b"label_names": [b"cat", b"dog", b"\xc3\xa9lan"]})
+    data = build_classification_data(f"cifar:{tmp_path}")
+    assert data.classes == ("cat", "dog", "élan")
+    assert data.train.images.dtype == torch.uint8
+    assert torch.equal(data.train.images, torch.from_numpy(written["data_batch_1"][0]).view(6, 3, 32, 32))
+    assert data.val.labels.tolist() == written["test_batch"][1]
+
+
+def test_cifar_with_text_keys_lists_and_names(tmp_path: Path) -> None:
+    """Batches as other tools write them: str keys and names, data and labels as Python lists."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (3, 3072)).tolist()
+    for name in ("data_batch_1", "test_batch"):
+        (tmp_path / name).write_bytes(pickle.dumps({"data": images, "labels": [0, 1, 1]}))
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({"label_names": ["plane", "ship"]}))
+    data = build_classification_data(f"cifar:{tmp_path}")
+    assert data.classes == ("plane", "ship")
+    assert data.train.images.dtype == torch.uint8 and data.train.labels.dtype == torch.int64
+    assert torch.equal(data.val.images, torch.tensor(images, dtype=torch.uint8).view(3, 3, 32, 32))
+    (crop,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomCrop)]
+    assert (crop.padding, crop.padding_mode) == ([4, 4, 4, 4], "reflect")  # an eighth of 32 px
