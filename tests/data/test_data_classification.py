@@ -353,3 +353,21 @@ def test_cifar_with_text_keys_lists_and_names(tmp_path: Path) -> None:
     assert torch.equal(data.val.images, torch.tensor(images, dtype=torch.uint8).view(3, 3, 32, 32))
     (crop,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomCrop)]
     assert (crop.padding, crop.padding_mode) == ([4, 4, 4, 4], "reflect")  # an eighth of 32 px
+
+
+def test_image_folder_transforms_take_the_asked_interpolation_with_antialiasing(tmp_path: Path) -> None:
+    from awconv.data.augment import Augmentation
+
+    root = make_image_folder(tmp_path)
+    data = build_classification_data(
+        f"imagefolder:{root}", image_size=16, augmentation=Augmentation(interpolation="bicubic")
+    )
+    (crop,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomResizedCrop)]
+    (resize,) = [t for t in data.val.transform.transforms if isinstance(t, v2.Resize)]
+    bicubic = v2.InterpolationMode.BICUBIC
+    assert (crop.interpolation, crop.antialias, resize.interpolation, resize.antialias) == (
+        bicubic,
+        True,
+        bicubic,
+        True,
+    )

@@ -159,3 +159,41 @@ def test_cache_is_xdg_cache_home_or_dot_cache(tmp_path: Path, monkeypatch: pytes
     assert fashion_mnist.fashion_mnist_cache() == tmp_path / "home" / ".cache" / "awconv"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert fashion_mnist.fashion_mnist_cache() == tmp_path / "xdg" / "awconv"
+
+
+def test_a_raw_subfolder_is_found_and_a_missing_set_names_every_folder_searched(tmp_path: Path) -> None:
+    written = write_set(tmp_path / "raw", compress=True)
+    _assert_equal(read_fashion_mnist(tmp_path), written)
+    with pytest.raises(FileNotFoundError) as raised:
+        find_fashion_mnist(tmp_path / "empty")
+    empty = tmp_path / "empty"
+    assert str(raised.value).startswith(
+        f"Fashion-MNIST not found in '{empty}' or '{empty / 'FashionMNIST' / 'raw'}' or '{empty / 'raw'}' "
+        "(expected train-images-idx3-ubyte[.gz] and its three siblings); "
+    )
+
+
+def test_labels_and_images_of_different_counts_are_named(tmp_path: Path) -> None:
+    write_set(tmp_path, compress=False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(4), 2049, compress=False)  # 5 images
+    with pytest.raises(ValueError) as raised:
+        read_fashion_mnist(tmp_path)
+    assert str(raised.value) == (
+        f"Fashion-MNIST test split in '{tmp_path}': (5, 28, 28) images and 4 labels, "
+        "expected (N, 28, 28) images and N labels"
+    )
+
+
+def test_an_empty_idx_file_is_an_empty_array(tmp_path: Path) -> None:
+    _write_idx(tmp_path / "labels", np.zeros(0), 2049, compress=False)  # the header alone
+    assert fashion_mnist.read_idx(tmp_path / "labels", 1).shape == (0,)
+
+
+@pytest.mark.parametrize(("size", "padding"), [(28, 4), (6, 1)])
+def test_training_crops_pad_a_seventh_of_the_side_at_least_one_pixel(tmp_path: Path, size, padding) -> None:
+    from torchvision.transforms import v2
+
+    write_set(tmp_path, compress=False)
+    data = build_classification_data(f"fashion-mnist:{tmp_path}", image_size=size)
+    (crop,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomCrop)]
+    assert crop.padding == [padding] * 4
