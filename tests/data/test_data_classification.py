@@ -136,6 +136,7 @@ def test_small_sets_fixed_stratified_split(spec: str, sizes: tuple[int, int], si
     assert (torch.bincount(data.val.labels, minlength=10) - expected).abs().max() <= 1  # stratified
     image, _ = data.val[0]
     assert image.shape == (1, side, side)
+    assert data.train.images.dtype == torch.uint8 and data.train.images.max() == 255  # bytes, as read
     assert build_classification_data(spec, image_size=12).train[0][0].shape == (1, 12, 12)
 
 

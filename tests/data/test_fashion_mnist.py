@@ -197,3 +197,9 @@ def test_training_crops_pad_a_seventh_of_the_side_at_least_one_pixel(tmp_path: P
     data = build_classification_data(f"fashion-mnist:{tmp_path}", image_size=size)
     (crop,) = [t for t in data.train.transform.transforms if isinstance(t, v2.RandomCrop)]
     assert crop.padding == [padding] * 4
+
+
+def test_torchvision_layout_gzipped_is_read_by_awconv(tmp_path: Path) -> None:
+    """torchvision reads its raw/ folder uncompressed only; gzipped files there are read here."""
+    written = write_set(tmp_path / "FashionMNIST" / "raw", compress=True)
+    _assert_equal(read_fashion_mnist(tmp_path), written)
