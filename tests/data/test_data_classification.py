@@ -372,3 +372,29 @@ def test_image_folder_transforms_take_the_asked_interpolation_with_antialiasing(
         bicubic,
         True,
     )
+
+
+def _rand_augment_hparams(data) -> dict:
+    """The hyper-parameters of the RandAugment in a data set's training transform."""
+    (rand_augment,) = [t for t in data.train.transform.transforms if type(t).__name__ == "RandAugment"]
+    return rand_augment.ops[0].hparams
+
+
+def test_rand_augment_translates_by_the_image_size_and_fills_by_the_channels(tmp_path: Path) -> None:
+    """timm's RandAugment: translations up to 0.45 of the side the model sees, the fill ImageNet's
+    mean in RGB and mid-grey in one channel."""
+    from awconv.data.augment import Augmentation
+
+    augmentation = Augmentation(auto_augment="rand-m9-mstd0.5")
+    folder = build_classification_data(
+        f"imagefolder:{make_image_folder(tmp_path)}", image_size=40, augmentation=augmentation
+    )
+    assert {k: _rand_augment_hparams(folder)[k] for k in ("translate_const", "img_mean")} == {
+        "translate_const": 18,
+        "img_mean": (124, 116, 104),
+    }
+    digits = build_classification_data("digits", image_size=20, augmentation=augmentation)
+    assert {k: _rand_augment_hparams(digits)[k] for k in ("translate_const", "img_mean")} == {
+        "translate_const": 9,
+        "img_mean": 128,
+    }
