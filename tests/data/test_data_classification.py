@@ -382,7 +382,7 @@ def _rand_augment_hparams(data) -> dict:
 
 def test_rand_augment_translates_by_the_image_size_and_fills_by_the_channels(tmp_path: Path) -> None:
     """timm's RandAugment: translations up to 0.45 of the side the model sees, the fill ImageNet's
-    mean in RGB and mid-grey in one channel."""
+    mean in RGB and mid-grey in one channel; from files and in memory alike."""
     from awconv.data.augment import Augmentation
 
     augmentation = Augmentation(auto_augment="rand-m9-mstd0.5")
@@ -393,6 +393,8 @@ def test_rand_augment_translates_by_the_image_size_and_fills_by_the_channels(tmp
         "translate_const": 18,
         "img_mean": (124, 116, 104),
     }
+    cifar = build_classification_data(f"cifar:{make_cifar(tmp_path / 'cifar')}", augmentation=augmentation)
+    assert _rand_augment_hparams(cifar)["img_mean"] == (124, 116, 104)  # in memory, three channels
     digits = build_classification_data("digits", image_size=20, augmentation=augmentation)
     assert {k: _rand_augment_hparams(digits)[k] for k in ("translate_const", "img_mean")} == {
         "translate_const": 9,
