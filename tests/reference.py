@@ -46,6 +46,28 @@ def aw_conv2d_reference(
 GATES = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
 
 
+def fused_reference(
+    generator: str, gate: str, x: Tensor, weight: Tensor, factors, stride, padding, dilation, groups: int
+) -> Tensor:
+    """``aw_conv2d_fused`` in float64: the logits by einsum from the logit factors, the gate, one
+    convolution per sample (factors as in ``awconv.ops.fused``; P = 1 is shared by the taps).
+
+    Returns:
+        (N, C2, H_out, W_out) in float64.
+    """
+    out_channels, in_per_group, kh, kw = weight.shape
+    factors = [f.double() for f in factors]
+    if generator == "full":
+        hidden, head_weight, head_bias = factors
+        logits = torch.einsum("kd,ndp->nkp", head_weight, hidden) + head_bias[:, None]
+        logits = logits.reshape(x.shape[0], out_channels, in_per_group, -1)
+    else:
+        factor_out, factor_in = factors
+        logits = torch.einsum("narp,nrbp->nabp", factor_out, factor_in)
+    attention = GATES[gate](logits).expand(-1, -1, -1, kh * kw).reshape(x.shape[0], *weight.shape)
+    return aw_conv2d_reference(x, weight, attention, None, stride, padding, dilation, groups)
+
+
 def attention_reference(layer, x: Tensor, *, gate: str | None = None) -> Tensor:
     """The generator's attention recomputed in float64 from its parameters, step by step.
 

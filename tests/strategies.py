@@ -1,4 +1,5 @@
-"""Hypothesis strategies shared by the tests: AWConv2d configurations of every kind."""
+"""Cases shared by the tests: hypothesis strategies for AWConv2d configurations of every kind, and
+gradient masks."""
 
 from __future__ import annotations
 
@@ -46,3 +47,9 @@ def layer_configs(draw):
         "size": (draw(st.integers(min_h, min_h + 6)), draw(st.integers(min_w, min_w + 6))),
         "channels_last": draw(st.booleans()),
     }
+
+
+def one_or_all_but_one(count: int) -> list[list[bool]]:
+    """Gradient masks over ``count`` tensors: each tensor alone, then every tensor but one."""
+    alone = [[i == j for j in range(count)] for i in range(count)]
+    return alone + [[not need for need in mask] for mask in alone]

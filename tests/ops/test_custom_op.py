@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import aw_conv2d_reference, relative_error
+from reference import aw_conv2d_reference, fused_reference, relative_error
 
 from awconv import AWConv2d
 from awconv.ops import aw_conv2d, aw_conv2d_fused, fused_impls, register_fused_kernel
@@ -139,19 +139,6 @@ def test_kernel_for_another_device_is_refused_in_one_line():
         FUSED_KERNELS.pop("cuda_only")
 
 
-def _gated_reference(generator, x, weight, factors):
-    """float64 AW-convolution from logit factors, with the tanh gate (independent of awconv)."""
-    if generator == "full":
-        hidden, head_weight, head_bias = factors
-        logits = torch.einsum("kd,ndp->nkp", head_weight, hidden) + head_bias[:, None]
-        logits = logits.reshape(x.shape[0], 6, 2, -1)
-    else:
-        factor_out, factor_in = factors
-        logits = (factor_out.unsqueeze(3) * factor_in.unsqueeze(1)).sum(dim=2)
-    attention = torch.tanh(logits).expand(x.shape[0], 6, 2, 9).reshape(x.shape[0], 6, 2, 3, 3)
-    return aw_conv2d_reference(x, weight, attention, None, 1, 1, 1, 2)
-
-
 @pytest.mark.parametrize("generator", ["full", "lowrank"])
 def test_double_backward_matches_float64_reference(generator):
     """A gradient penalty: grad of ||d out / d x||^2 w.r.t. every tensor, against the reference."""
@@ -164,7 +151,7 @@ def test_double_backward_matches_float64_reference(generator):
         return torch.autograd.grad(grad_x.square().sum(), tensors)
 
     got = penalty(lambda x, w, f: aw_conv2d_fused(x, w, f, None, 1, 1, 1, 2, generator=generator))
-    expected = penalty(lambda x, w, f: _gated_reference(generator, x, w, f))
+    expected = penalty(lambda x, w, f: fused_reference(generator, "tanh", x, w, f, 1, 1, 1, 2))
     for a, b in zip(got, expected, strict=True):
         assert relative_error(a, b) < 1e-10
 

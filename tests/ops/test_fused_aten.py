@@ -8,7 +8,8 @@ import itertools
 import pytest
 import torch
 from allocations import LargeTensors
-from reference import aw_conv2d_reference, relative_error
+from reference import fused_reference, relative_error
+from strategies import one_or_all_but_one
 
 from awconv.ops import fused_aten
 from awconv.ops.kernels import FusedProblem
@@ -17,7 +18,6 @@ from awconv.ops.paths import PATHS
 # An ``out=`` buffer of the wrong size is resized with a warning (and the reuse lost): an error here.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 
-GATES = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
 GEOMETRY = ((1, 1), (1, 1), (1, 1))
 
 
@@ -30,31 +30,11 @@ def _factors(generator: str, batch: int, c2: int, c1g: int, taps: int, seed: int
     return [torch.randn(shape, generator=rng) * 0.5 for shape in shapes]
 
 
-def _reference(x, weight, factors, generator, gate, groups):
-    """float64 AW-convolution from logit factors, written from the fused operator's docstring."""
-    n, (c2, c1g, kh, kw) = x.shape[0], weight.shape
-    if generator == "full":
-        hidden, head_weight, head_bias = factors
-        logits = (torch.einsum("kd,ndp->nkp", head_weight, hidden) + head_bias[:, None]).reshape(
-            n, c2, c1g, -1
-        )
-    else:
-        logits = torch.einsum("narp,nrbp->nabp", *factors)
-    attention = GATES[gate](logits).expand(n, c2, c1g, kh * kw).reshape(n, c2, c1g, kh, kw)
-    return aw_conv2d_reference(x, weight, attention, None, *GEOMETRY, groups)
-
-
-def _masks(count: int) -> list[tuple[bool, ...]]:
-    """Each tensor alone, and every tensor but one."""
-    alone = [tuple(i == j for j in range(count)) for i in range(count)]
-    return alone + [tuple(not m for m in mask) for mask in alone]
-
-
 CASES = [
     (path, generator, gate, taps, mask)
     for path, generator in itertools.product(PATHS, ("full", "lowrank"))
     for gate, taps in (("tanh", 6), ("sigmoid", 1), ("none", 6), ("sigmoid", 6))
-    for mask in _masks(5 if generator == "full" else 4)
+    for mask in one_or_all_but_one(5 if generator == "full" else 4)
 ]
 
 
@@ -68,7 +48,7 @@ def test_backward_gives_exactly_the_gradients_asked_for(path, generator, gate, t
     grads = fused_aten.fused_backward(path, grad_out, x, weight, factors, problem, needs)
 
     leaves = [t.double().requires_grad_() for t in (x, weight, *factors)]
-    expected = _reference(leaves[0], leaves[1], leaves[2:], generator, gate, groups=2)
+    expected = fused_reference(generator, gate, leaves[0], leaves[1], leaves[2:], *GEOMETRY, 2)
     expected_grads = torch.autograd.grad(expected, leaves, grad_out.double())
     assert len(grads) == len(leaves)
     for index, (grad, reference, need) in enumerate(zip(grads, expected_grads, needs, strict=True)):
@@ -127,14 +107,13 @@ def test_weight_layout_paths_convolve_in_cache_sized_chunks(monkeypatch, path) -
 
 
 def test_bmm_path_works_tap_major_in_the_problems_chunks(monkeypatch) -> None:
-    x, weight, factors, problem = _problem_64()
+    x, weight, factors, _ = _problem_64()
     problem = FusedProblem("full", "tanh", GEOMETRY, groups=1, chunk_size=20)
     spy = _Calls(
         monkeypatch, ["per_sample_conv", "per_sample_conv_backward", "_forward_tap_major", "_workspace"]
     )
     out = fused_aten.fused_forward("bmm", x, weight, factors, problem)
     assert spy.calls == [("_forward_tap_major", 20), ("_forward_tap_major", 12)]
-    spy.calls.clear()
     spy = _Calls(monkeypatch, ["_backward_tap_major", "_backward_weight_layout"])
     fused_aten.fused_backward("bmm", torch.ones_like(out), x, weight, factors, problem, [True] * 5)
     assert spy.calls == [("_backward_tap_major", 32)]
@@ -164,7 +143,7 @@ def test_weight_layout_paths_reuse_two_buffers_for_every_chunk(path, gate) -> No
         fused_aten.fused_backward(path, torch.ones_like(out), x, weight, factors, problem, [True] * 5)
 
     assert _count_allocations(backward, chunk_bytes) == 2 + 3
-    expected = _reference(x, weight, factors, "full", gate, groups=1)
+    expected = fused_reference("full", gate, x, weight, factors, *GEOMETRY, 1)
     assert relative_error(out, expected) < 1e-5
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 import torch
-from reference import aw_conv2d_reference, relative_error
+from reference import fused_reference, relative_error
 
 from awconv.ops import aw_conv2d_fused, operators, register_fused_kernel
 from awconv.ops.kernels import FUSED_KERNELS
@@ -91,17 +91,11 @@ def test_an_unknown_impl_is_refused_with_the_registered_kernels() -> None:
     assert str(raised.value) == f"impl must be one of ({kernels}), got 'fast'"
 
 
-def _gated_reference(x, weight, factors, padding):
-    hidden, head_weight, head_bias = (f.double() for f in factors)
-    logits = torch.einsum("kd,ndp->nkp", head_weight, hidden) + head_bias[:, None]
-    attention = torch.tanh(logits).reshape(x.shape[0], *weight.shape)
-    return aw_conv2d_reference(x, weight, attention, None, 1, padding, 1, 1)
-
-
 def test_defaults_are_stride_one_no_padding_and_the_tanh_full_generator() -> None:
     arguments = _arguments()
-    out = aw_conv2d_fused(arguments["input"], arguments["weight"], arguments["factors"])
-    expected = _gated_reference(arguments["input"], arguments["weight"], arguments["factors"], padding=0)
+    x, weight, factors = arguments["input"], arguments["weight"], arguments["factors"]
+    out = aw_conv2d_fused(x, weight, factors)
+    expected = fused_reference("full", "tanh", x, weight, factors, 1, 0, 1, 1)
     assert out.shape == (2, 6, 3, 6)
     assert relative_error(out, expected) < 1e-5
 

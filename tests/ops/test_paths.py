@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 import torch
+from reference import aw_conv2d_reference, relative_error
 
 from awconv.ops import paths
-from tests.reference import aw_conv2d_reference, relative_error
 
 GEOMETRY = ((2, 1), (1, 0), (1, 2))  # stride, padding, dilation
 GROUPS = 2

@@ -15,7 +15,7 @@ import pytest
 import torch
 import triton_interpreted
 from hypothesis import given, settings
-from strategies import layer_configs
+from strategies import layer_configs, one_or_all_but_one
 
 from awconv.ops import aw_conv2d_fused
 
@@ -202,15 +202,10 @@ def test_cpu_tensors_need_cuda_or_the_interpreter():
         aw_conv2d_fused(x, weight, factors, generator="lowrank", impl="triton")
 
 
-def _one_or_all_but_one(count: int) -> list[list[bool]]:
-    alone = [[i == j for j in range(count)] for i in range(count)]
-    return alone + [[not need for need in mask] for mask in alone]
-
-
 @pytest.mark.parametrize(
     ("generator", "taps", "dtype", "needs"),
-    [("full", 6, "float32", needs) for needs in _one_or_all_but_one(5)]
-    + [("lowrank", 1, "float32", needs) for needs in _one_or_all_but_one(4)]
+    [("full", 6, "float32", needs) for needs in one_or_all_but_one(5)]
+    + [("lowrank", 1, "float32", needs) for needs in one_or_all_but_one(4)]
     + [("full", 1, "bfloat16", [True] * 5), ("lowrank", 6, "bfloat16", [True] * 4)],
 )
 def test_backward_gives_exactly_the_gradients_asked_for(interpreter, generator, taps, dtype, needs):

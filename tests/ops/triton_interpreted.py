@@ -60,25 +60,6 @@ def _case_problem(case: dict):
     return dtype, leaves
 
 
-def _reference(generator, gate, x, weight, factors, stride, padding, dilation, groups):
-    """float64: the logits by einsum from the factors, the gate, one conv per sample."""
-    import torch
-    from reference import aw_conv2d_reference
-
-    gates = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
-    out_channels, in_per_group, kh, kw = weight.shape
-    factors = [f.double() for f in factors]
-    if generator == "full":
-        hidden, head_weight, head_bias = factors
-        logits = torch.einsum("kd,ndp->nkp", head_weight, hidden) + head_bias[:, None]
-        logits = logits.reshape(x.shape[0], out_channels, in_per_group, -1)
-    else:
-        factor_out, factor_in = factors
-        logits = torch.einsum("narp,nrbp->nabp", factor_out, factor_in)
-    attention = gates[gate](logits).expand(-1, -1, -1, kh * kw).reshape(x.shape[0], *weight.shape)
-    return aw_conv2d_reference(x, weight, attention, None, stride, padding, dilation, groups)
-
-
 def kernel_errors(case: dict) -> dict[str, object]:
     """``aw_conv2d_triton`` forward and gradients against float64 on one random problem.
 
@@ -93,7 +74,7 @@ def kernel_errors(case: dict) -> dict[str, object]:
         dtype names; ``shape``: the output's.
     """
     import torch
-    from reference import relative_error
+    from reference import fused_reference, relative_error
 
     from awconv.ops import triton_conv
     from awconv.ops.triton_conv import aw_conv2d_triton
@@ -106,7 +87,7 @@ def kernel_errors(case: dict) -> dict[str, object]:
     x, weight, *factors = leaves
     geometry = (case["stride"], case["padding"], case["dilation"], case["groups"])
     out = aw_conv2d_triton(x, weight, factors, case["generator"], case["gate"], *geometry)
-    expected = _reference(case["generator"], case["gate"], x, weight, factors, *geometry)
+    expected = fused_reference(case["generator"], case["gate"], x, weight, factors, *geometry)
     grad_out = torch.randn_like(expected)
     needed = [leaf for leaf in leaves if leaf.requires_grad]
     grads = torch.autograd.grad(out, needed, grad_out.to(dtype))
@@ -193,7 +174,7 @@ def backward_gradients(case: dict) -> dict[str, object]:
         when missing).
     """
     import torch
-    from reference import relative_error
+    from reference import fused_reference, relative_error
 
     from awconv.ops.triton_conv import triton_backward, triton_forward
 
@@ -202,7 +183,7 @@ def backward_gradients(case: dict) -> dict[str, object]:
     geometry = (case["stride"], case["padding"], case["dilation"], case["groups"])
     config = (case["generator"], case["gate"], *geometry)
     out = triton_forward(x, weight, factors, *config)
-    expected = _reference(case["generator"], case["gate"], *leaves[:2], leaves[2:], *geometry)
+    expected = fused_reference(case["generator"], case["gate"], *leaves[:2], leaves[2:], *geometry)
     grad_out = torch.randn_like(expected)
     grad_x, grad_weight, grad_factors = triton_backward(
         grad_out.to(dtype), x, weight, factors, *config, case["needs"]
