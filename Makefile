@@ -14,12 +14,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[train,detect,dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# The compiled CPU kernel (impl="cpp", src/awconv/ops/csrc): built for this machine's CPU and this
+# torch, about 20 s; without it the library runs its pure-PyTorch kernels (awconv/ops/cpu_extension.py).
+CPU_KERNEL := $(VENV)/.cpu-kernel
+$(CPU_KERNEL): $(STAMP) src/awconv/ops/csrc/aw_conv2d_cpu.cpp
+	$(PY) -c 'from awconv.ops.cpu_extension import main; main()'
+	touch $@
+
+install: $(STAMP) $(CPU_KERNEL)
 
 # Two test workers with one thread each: on 2 cores, more threads spin against each other. The
 # branch-coverage report lists the uncovered lines of src/ ([tool.coverage] in pyproject.toml);
 # commands the tests run in a subprocess are not traced.
-test: $(STAMP)
+test: $(CPU_KERNEL)
 	$(PY) -m ruff check src tests benchmarks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -n 2 --cov --cov-report=term-missing
 
@@ -29,7 +36,7 @@ test: $(STAMP)
 # Results stay in mutants/ (`mutmut results`, `mutmut show NAME`); a rerun tests only what changed.
 # TRITON_INTERPRET=1 runs the Triton kernels' tests on the CPU in the test process, where mutmut sees them.
 MUTANTS ?=
-mutation: $(STAMP)
+mutation: $(CPU_KERNEL)
 	env -u PYTHONPATH OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
 	$(PY) benchmarks/mutation_table.py
 
@@ -59,7 +66,7 @@ test-wheel: $(STAMP) $(WHEEL_STAMP)
 	$(call SMOKE,library)
 	$(call SMOKE,cli)
 
-test-all: $(STAMP)
+test-all: $(CPU_KERNEL)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(STAMP)
@@ -87,7 +94,7 @@ data:
 # The README's demo: six ResNet-20 variants x 2 seeds on MNIST 5k, about 10 min on 2 CPU cores.
 # One thread per process: on shared cores, more threads spin against each other.
 DEMO_MODELS := resnet20_cifar seresnet20_cifar cbamresnet20_cifar aw_resnet20_cifar aw_seresnet20_cifar aw_cbamresnet20_cifar
-demo: $(STAMP)
+demo: $(CPU_KERNEL)
 	OMP_NUM_THREADS=1 $(PY) -m awconv compare --data mnist5k --image-size 16 --models $(DEMO_MODELS) \
 		--seeds 0 1 --epochs 2 --batch-size 64 --optimizer sgd --lr 0.1 --weight-decay 5e-4 \
 		--schedule cosine --warmup-epochs 0.3 --workers 0 --accelerator cpu --out runs/demo
@@ -104,7 +111,7 @@ DET_ARGS := --min-size 96 --max-size 96 --epochs 5 --milestones 4 --batch-size 4
 	--detector-arg rpn_pre_nms_top_n_test=300 --detector-arg rpn_post_nms_top_n_test=100 \
 	--data coco:$(DET_DEMO)/shapes/train,$(DET_DEMO)/shapes/annotations/instances_train.json \
 	--val-data coco:$(DET_DEMO)/shapes/val,$(DET_DEMO)/shapes/annotations/instances_val.json
-demo-detect: $(STAMP)
+demo-detect: $(CPU_KERNEL)
 	rm -rf $(DET_DEMO)
 	$(PY) -m awconv make-shapes $(DET_DEMO)/shapes --images 160 --size 96 --seed 0
 	OMP_NUM_THREADS=1 $(PY) -m awconv detect train --model fasterrcnn_resnet18_fpn $(DET_ARGS) \

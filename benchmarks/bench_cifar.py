@@ -223,14 +223,27 @@ def _train_work(name: str, kwargs: dict, batch: int, image_size: int) -> Callabl
     return step
 
 
-def bench_resnet50(batch: int = 8, repeats: int = 3) -> tuple[dict[str, float], dict[str, float]]:
-    """Inference ms of ResNet-50 and both AW-ResNet-50s, and training-step ms of ResNet-50 and ``full``."""
-    infer = {
-        label: _inference_work(label.split()[0], kwargs, batch) for label, kwargs in RESNET50_SPECS.items()
-    }
+def _resnet50_specs(impls: Sequence[str]) -> dict[str, dict]:
+    """ResNet-50 and each AW-ResNet-50 of ``RESNET50_SPECS`` per ``impl`` (labelled when not ``auto``)."""
+    specs = {"resnet50": {}}
+    for label, kwargs in RESNET50_SPECS.items():
+        if label == "resnet50":
+            continue
+        for impl in impls:
+            specs[label if impl == "auto" else f"{label} impl={impl}"] = {**kwargs, "impl": impl}
+    return specs
+
+
+def bench_resnet50(
+    batch: int = 8, repeats: int = 3, impls: Sequence[str] = ("auto",)
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Inference ms of ResNet-50 and the AW-ResNet-50s, and training-step ms of ResNet-50 and ``full``."""
+    specs = _resnet50_specs(impls)
+    infer = {label: _inference_work(label.split()[0], kwargs, batch) for label, kwargs in specs.items()}
     train = {
-        label: _train_work(label.split()[0], RESNET50_SPECS[label], batch, 224)
-        for label in ("resnet50", "aw_resnet50 full")
+        label: _train_work(label.split()[0], kwargs, batch, 224)
+        for label, kwargs in specs.items()
+        if label == "resnet50" or label.startswith("aw_resnet50 full")
     }
     return interleaved_medians(infer, repeats), interleaved_medians(train, repeats)
 
@@ -327,7 +340,7 @@ def main() -> None:
         parts.append(format_step_table(DEMO_BATCH, demo, args.impls))
     if args.resnet50:
         torch.set_num_threads(args.resnet50_threads)
-        infer, train = bench_resnet50(8, args.resnet50_repeats)
+        infer, train = bench_resnet50(8, args.resnet50_repeats, args.impls)
         parts.append(f"224 px, batch 8, {args.resnet50_threads} threads, medians of {args.resnet50_repeats}:")
         parts.append(format_resnet50_table(8, infer, train))
     parts.append(f"Load after: `{machine_info()['load']}`.")

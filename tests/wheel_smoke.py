@@ -2,7 +2,8 @@
 
 Usage: ``python -P tests/wheel_smoke.py library|cli`` from a directory outside the source tree.
 ``library`` checks the base install (no extras): the package files, the version, a forward of
-``AWConv2d`` against a float64 per-sample reference, a converted torchvision ResNet and a timm model.
+``AWConv2d`` against a float64 per-sample reference (and ``impl="cpp"`` without its compiled
+kernel), a converted torchvision ResNet and a timm model.
 ``cli`` checks, on the same base install, ``awconv --help`` and every ``awconv COMMAND --help``,
 ``awconv profile``, and that ``train`` says in one line that it needs the ``[train]`` extra.
 Each check raises on failure; exit status 0 means everything passed. Not collected by pytest
@@ -80,6 +81,20 @@ def check_layer_forward() -> None:
     )
     error = ((layer(x) - expected).abs().max() / expected.abs().max()).item()
     _check(error < 1e-10, f"AWConv2d differs from the per-sample reference by {error:.2e} (relative)")
+    check_cpp_fallback(layer.float(), x.float(), expected)
+
+
+def check_cpp_fallback(layer, x: torch.Tensor, expected: torch.Tensor) -> None:
+    """A wheel ships the C++ source, not a compiled kernel: impl="cpp" runs the pure-PyTorch one."""
+    from awconv.ops import cpu_extension
+
+    _check(
+        cpu_extension.SOURCE.is_file(), f"the kernel's source {cpu_extension.SOURCE.name} is not installed"
+    )
+    _check(not cpu_extension.available(), "a compiled CPU kernel came with the wheel")
+    layer.impl = "cpp"
+    error = ((layer(x).double() - expected).abs().max() / expected.abs().max()).item()
+    _check(error < 1e-5, f"AWConv2d(impl='cpp') without its library differs by {error:.2e} (relative)")
 
 
 def check_converted_resnet_and_timm() -> None:

@@ -236,3 +236,21 @@ def test_bad_input_names_the_argument(mutate, error, match):
     args = mutate({"input": x, "weight": weight, "attention": attention})
     with pytest.raises(error, match=match):
         aw_conv2d(**args)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_one_channel_channels_last_input_is_read_as_what_it_is(impl):
+    """Found by the fuzz test above: x (1, 1, 5, 4) channels_last is contiguous with a channel stride
+    of 1, which oneDNN (one thread, AVX-512) read as NHWC, returning wrong values at stride (1, 3)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in range(5):
+            generator = torch.Generator().manual_seed(seed)
+            x = torch.randn(1, 1, 5, 4, generator=generator).to(memory_format=torch.channels_last)
+            weight, attention = torch.randn(1, 1, 4, 4, generator=generator), torch.randn(1, 1, 1, 4, 4)
+            out = aw_conv2d(x, weight, attention, None, (1, 3), "valid", residual=False, impl=impl)
+            expected = aw_conv2d_reference(x, weight, attention, None, (1, 3), "valid", 1, 1, False)
+            assert relative_error(out, expected) < 1e-5, f"seed {seed}"
+    finally:
+        torch.set_num_threads(previous)

@@ -249,22 +249,24 @@ def test_saturated_gate_keeps_relative_precision(gate):
 def test_lowrank_logits_are_one_contiguous_product(rank: int) -> None:
     """The logits are written once, contiguous, in the tap-major layout the later passes expect:
     a strided result (what einsum returns for rank 1) would be copied by every pass after it."""
-    from awconv.ops.fused_aten import _logits
+    from awconv.ops.fused_aten import logits as fused_logits
 
     factor_out, factor_in = (
         torch.randn(3, 5, rank, 9, dtype=torch.float64),
         torch.randn(3, rank, 4, 9, dtype=torch.float64),
     )
-    logits = _logits("lowrank", (factor_out, factor_in), slice(1, 3), out_channels=5)
+    logits = fused_logits("lowrank", (factor_out, factor_in), slice(1, 3), out_channels=5)
     expected = torch.einsum("narp,nrbp->npab", factor_out[1:3], factor_in[1:3])
     assert logits.is_contiguous() and logits.shape == (2, 9, 5, 4)
     assert relative_error(logits, expected) < 1e-14
 
 
-def test_fused_auto_choice() -> None:
+def test_fused_auto_choice(monkeypatch) -> None:
     """``auto`` keeps small kernels off ``bmm`` even at small outputs; large ones take it there."""
+    from awconv.ops import cpu_extension
     from awconv.ops.kernels import FUSED_BMM_MIN_KERNEL_VALUES, choose_fused_kernel
 
+    monkeypatch.setattr(cpu_extension, "available", lambda: False)  # the rule without impl="cpp"
     large, small = 256 * 256 * 9, 64 * 64 * 9
     assert small < FUSED_BMM_MIN_KERNEL_VALUES <= large
     assert choose_fused_kernel("cpu", 8, 7 * 7, large) == "bmm"

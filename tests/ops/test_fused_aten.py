@@ -60,10 +60,10 @@ def test_backward_gives_exactly_the_gradients_asked_for(path, generator, gate, t
 
 def test_chunks_hold_the_cache_budget_of_kernels_and_at_least_min_chunk_samples() -> None:
     weight = torch.empty(64, 64, 3, 3)  # 147,456 bytes of kernels per sample
-    assert fused_aten._cache_chunk(weight, 128) == fused_aten.CACHE_CHUNK_BYTES // 147_456 == 14
-    assert fused_aten._cache_chunk(weight, 5) == 5
-    assert fused_aten._cache_chunk(weight.double(), 128) == fused_aten.MIN_CHUNK
-    assert fused_aten._cache_chunk(torch.empty(8, 8, 3, 3), 1000) == fused_aten.CACHE_CHUNK_BYTES // 2304
+    assert fused_aten.cache_chunk(weight, 128) == fused_aten.CACHE_CHUNK_BYTES // 147_456 == 14
+    assert fused_aten.cache_chunk(weight, 5) == 5
+    assert fused_aten.cache_chunk(weight.double(), 128) == fused_aten.MIN_CHUNK
+    assert fused_aten.cache_chunk(torch.empty(8, 8, 3, 3), 1000) == fused_aten.CACHE_CHUNK_BYTES // 2304
 
 
 class _Calls:

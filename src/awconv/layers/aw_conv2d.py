@@ -53,6 +53,7 @@ class AWConv2d(nn.Module):
         gate: ``"tanh"``, ``"sigmoid"`` or ``"none"``.
         pool: ``"kernel"`` or ``"global"``.
         impl: kernel of the fused operator: ``"auto"``, ``"grouped"``, ``"bmm"``, ``"loop"``,
+            ``"cpp"`` (CPU: the compiled kernel ``make install`` builds, else ``"grouped"``),
             ``"triton"`` (CUDA: Triton kernels that never write the modulated kernels) or any
             kernel registered with ``awconv.ops.register_fused_kernel``.
 

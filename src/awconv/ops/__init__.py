@@ -9,6 +9,8 @@
   bmm, loop); ``ops/composite.py``: both in standard operations, for ONNX, TorchScript tracing,
   ``torch.func`` and double backward; ``ops/flop_formulas.py``: their FLOP counts for
   ``torch.utils.flop_counter``.
+- ``ops/fused_cpu.py``: ``impl="cpp"``, the compiled CPU kernel (``ops/csrc/aw_conv2d_cpu.cpp``,
+  built by ``make install`` and loaded by ``ops/cpu_extension.py``; pure PyTorch where it is not).
 - ``ops/triton_registration.py``: ``impl="triton"`` in the kernel table; ``ops/triton_conv.py`` and
   ``ops/triton_kernels.py``: its Triton kernels for CUDA, which make the modulated kernels in
   registers (imported on first use).

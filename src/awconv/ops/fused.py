@@ -103,7 +103,8 @@ def aw_conv2d_fused(
             chunks bound the memory but re-read the generator's head once per chunk, which for
             ``"full"`` holds about 3.6x as many values as the weight (d=32, 3x3), so they are slower.
         impl: ``"auto"`` or a kernel of ``awconv.ops.kernels``: the ATen paths ``"grouped"``,
-            ``"bmm"`` (works on the tap-major kernels directly) and ``"loop"``, as in ``aw_conv2d``.
+            ``"bmm"`` (works on the tap-major kernels directly) and ``"loop"``, as in ``aw_conv2d``;
+            ``"cpp"``, the compiled CPU kernel; ``"triton"`` on CUDA.
 
     Returns:
         (N, C2, H_out, W_out), in input's memory format.

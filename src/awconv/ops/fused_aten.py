@@ -33,10 +33,23 @@ from awconv.ops.paths import per_sample_conv, per_sample_conv_backward
 if TYPE_CHECKING:
     from awconv.ops.kernels import FusedProblem
 
-__all__ = ["fused_backward", "fused_forward"]
+__all__ = [
+    "CACHE_CHUNK_BYTES",
+    "GATE_PLANS",
+    "MIN_CHUNK",
+    "SCALED_FACTORS",
+    "GatePlan",
+    "cache_chunk",
+    "fused_backward",
+    "fused_forward",
+    "logits",
+    "logits_backward",
+    "scale_factors",
+    "weight_rows_of",
+]
 
 
-def _logits(
+def logits(
     kind: str, factors: Sequence[Tensor], samples: slice, out_channels: int, out: Tensor | None = None
 ) -> Tensor:
     """Logits of some samples, tap-major: (n, P, C2, C1/g), in ``out[:n]`` (``"full"``) or new memory."""
@@ -57,7 +70,7 @@ def _logits(
     return torch.matmul(factor_out[samples].permute(0, 3, 1, 2), factor_in[samples].permute(0, 3, 1, 2))
 
 
-def _logits_backward(
+def logits_backward(
     kind: str, factors: Sequence[Tensor], grads: list[Tensor | None], samples: slice, grad_logits: Tensor
 ) -> None:
     """Adds the gradients of some samples to ``grads`` (zero-initialised; None where unneeded).
@@ -67,14 +80,17 @@ def _logits_backward(
     """
     if kind == "full":
         hidden, head_weight, _ = factors
-        grad_flat = grad_logits.flatten(2)  # (n, P, C2 * C1/g)
-        if grads[0] is not None:
-            grads[0][samples] += torch.matmul(grad_flat, head_weight).transpose(1, 2)
-        if grads[1] is not None:
-            rows = hidden[samples].transpose(1, 2).reshape(-1, hidden.shape[1])  # (n * P, d)
-            grads[1] += grad_flat.reshape(-1, grad_flat.shape[-1]).t() @ rows
+        n, taps = grad_logits.shape[:2]
+        grad_rows = grad_logits.reshape(n * taps, -1)  # (n * P, C2 * C1/g)
+        # Both products write d rows with the long side contiguous: (n * P) x d or (C2 * C1/g) x d
+        # outputs run 4-12x slower for a small d (lever_history.md, issue 15).
+        if grads[0] is not None:  # (d, n * P) -> (n, d, P)
+            grads[0][samples] += (head_weight.t() @ grad_rows.t()).view(-1, n, taps).transpose(0, 1)
+        if grads[1] is not None:  # (d, C2 * C1/g) -> its transpose
+            rows = hidden[samples].transpose(1, 2).reshape(n * taps, -1)  # (n * P, d)
+            grads[1] += (rows.t() @ grad_rows).t()
         if grads[2] is not None:
-            grads[2] += grad_flat.sum(dim=(0, 1))
+            grads[2] += grad_rows.sum(dim=0)
         return
     factor_out, factor_in = factors
     if grads[0] is not None:
@@ -83,7 +99,7 @@ def _logits_backward(
         grads[1][samples] += torch.einsum("npab,narp->nrbp", grad_logits, factor_out[samples])
 
 
-class _GatePlan(NamedTuple):
+class GatePlan(NamedTuple):
     """How a gate becomes the factor ``m = 1 + gate(z)`` in few passes and without cancellation.
 
     ``q = activation(logit_scale * z)`` and ``m = weight_scale * q + offset``; the scales are applied
@@ -97,19 +113,19 @@ class _GatePlan(NamedTuple):
     sigmoid: bool
 
 
-_GATE_PLANS = {
-    "tanh": _GatePlan(logit_scale=2.0, weight_scale=2.0, offset=False, sigmoid=True),
-    "sigmoid": _GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=True),
-    "none": _GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=False),
+GATE_PLANS = {
+    "tanh": GatePlan(logit_scale=2.0, weight_scale=2.0, offset=False, sigmoid=True),
+    "sigmoid": GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=True),
+    "none": GatePlan(logit_scale=1.0, weight_scale=1.0, offset=True, sigmoid=False),
 }
 
 # The factors that carry the logits' scale: hidden and bias (full), factor_out (lowrank).
-_SCALED_FACTORS = {"full": (0, 2), "lowrank": (0,)}
+SCALED_FACTORS = {"full": (0, 2), "lowrank": (0,)}
 
 
-def _scale_factors(kind: str, factors: Sequence[Tensor], scale: float) -> list[Tensor]:
+def scale_factors(kind: str, factors: Sequence[Tensor], scale: float) -> list[Tensor]:
     """The logit factors with the logits multiplied by ``scale`` (small tensors only)."""
-    return [f * scale if i in _SCALED_FACTORS[kind] and scale != 1 else f for i, f in enumerate(factors)]
+    return [f * scale if i in SCALED_FACTORS[kind] and scale != 1 else f for i, f in enumerate(factors)]
 
 
 def _tap_major(weight: Tensor) -> Tensor:
@@ -118,14 +134,14 @@ def _tap_major(weight: Tensor) -> Tensor:
 
 
 def _kernels(
-    kind: str, plan: _GatePlan, factors, tap_weight: Tensor, samples: slice, in_place: bool
+    kind: str, plan: GatePlan, factors, tap_weight: Tensor, samples: slice, in_place: bool
 ) -> tuple[Tensor, Tensor]:
     """Gate values q (n, P, C2, C1/g) and modulated kernels (n, T, C2, C1/g) of some samples.
 
     ``factors`` are already scaled by ``plan.logit_scale``. With ``in_place`` and P = T the kernels
     overwrite q (forward needs no more): one pass for the gate, one for the modulation.
     """
-    gated = _logits(kind, factors, samples, tap_weight.shape[1])
+    gated = logits(kind, factors, samples, tap_weight.shape[1])
     if plan.sigmoid:
         gated.sigmoid_()
     out = gated if in_place and gated.shape[1] == tap_weight.shape[0] else None
@@ -164,7 +180,7 @@ def _workspace(weight_rows: Tensor, factors: Sequence[Tensor], chunk: int) -> _W
 
 
 def _weight_layout_kernels(
-    kind: str, plan: _GatePlan, factors, weight_rows: Tensor, samples: slice, workspace: _Workspace
+    kind: str, plan: GatePlan, factors, weight_rows: Tensor, samples: slice, workspace: _Workspace
 ) -> tuple[Tensor, Tensor]:
     """Gate values q (n, P, C2 * C1/g), tap-major, and modulated kernels (n, C2 * C1/g, T).
 
@@ -174,7 +190,7 @@ def _weight_layout_kernels(
     """
     n = samples.stop - samples.start
     out = workspace.gated if kind == "full" else None  # "lowrank" writes new memory
-    gated = _logits(kind, factors, samples, weight_rows.shape[0], out=out).flatten(2)  # (n, P, C2*C1/g)
+    gated = logits(kind, factors, samples, weight_rows.shape[0], out=out).flatten(2)  # (n, P, C2*C1/g)
     if plan.sigmoid:
         gated.sigmoid_()
     out, q = workspace.kernels[:n], gated.transpose(1, 2)  # (n, C2 * C1/g, P), a view
@@ -202,13 +218,13 @@ CACHE_CHUNK_BYTES = 2 << 20
 MIN_CHUNK = 8
 
 
-def _cache_chunk(weight: Tensor, chunk_size: int) -> int:
+def cache_chunk(weight: Tensor, chunk_size: int) -> int:
     """Samples per chunk: ``CACHE_CHUNK_BYTES`` of kernels, at least ``MIN_CHUNK``, at most ``chunk_size``."""
     per_sample = weight.numel() * weight.element_size()
     return min(chunk_size, max(MIN_CHUNK, CACHE_CHUNK_BYTES // per_sample))
 
 
-def _weight_rows(weight: Tensor, plan: _GatePlan) -> Tensor:
+def weight_rows_of(weight: Tensor, plan: GatePlan) -> Tensor:
     """(C2, C1/g, kh, kw) -> (C2 * C1/g, T), times the plan's weight scale."""
     rows = weight.reshape(weight.shape[0] * weight.shape[1], -1)
     return rows * plan.weight_scale if plan.weight_scale != 1 else rows
@@ -230,10 +246,10 @@ def fused_forward(
         (N, C2, H_out, W_out).
     """
     x = x.contiguous()
-    plan = _GATE_PLANS[problem.gate]
-    scaled = _scale_factors(problem.generator, factors, plan.logit_scale)
-    weight_rows = _weight_rows(weight, plan)
-    chunk = problem.chunk_size if path == "bmm" else _cache_chunk(weight, problem.chunk_size)
+    plan = GATE_PLANS[problem.gate]
+    scaled = scale_factors(problem.generator, factors, plan.logit_scale)
+    weight_rows = weight_rows_of(weight, plan)
+    chunk = problem.chunk_size if path == "bmm" else cache_chunk(weight, problem.chunk_size)
     workspace = None if path == "bmm" else _workspace(weight_rows, scaled, chunk)
     outputs = []
     for start in range(0, x.shape[0], chunk):
@@ -278,7 +294,7 @@ def _backward_tap_major(grad_out, x, weight, scaled, plan, problem, grad_x, fact
             grad_gated = grad_gated.sum(dim=1, keepdim=True)
         if plan.sigmoid:  # dq/dz' = q (1 - q), using up q
             grad_gated.mul_(gated).mul_(gated.neg_().add_(1))
-        _logits_backward(kind, scaled, factor_grads, samples, grad_gated)
+        logits_backward(kind, scaled, factor_grads, samples, grad_gated)
     if grad_tap_weight is None:
         return None
     return grad_tap_weight.view(kh, kw, out_channels, in_per_group).permute(2, 3, 0, 1)
@@ -294,9 +310,9 @@ def _backward_weight_layout(
     the last pass writes dL/dz' tap-major over q, for the generator's GEMMs.
     """
     kind, geometry, batch = problem.generator, problem.geometry, x.shape[0]
-    weight_rows = _weight_rows(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
+    weight_rows = weight_rows_of(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
     grad_rows = torch.zeros_like(weight_rows) if wants_weight else None
-    chunk = _cache_chunk(weight, problem.chunk_size)
+    chunk = cache_chunk(weight, problem.chunk_size)
     workspace = _workspace(weight_rows, scaled, chunk)
     for start in range(0, batch, chunk):
         samples = slice(start, min(start + chunk, batch))
@@ -324,7 +340,7 @@ def _backward_weight_layout(
             if plan.sigmoid:
                 grad_logits.mul_(q).mul_(q.neg().add_(1))
         tap_major = grad_logits.transpose(1, 2).view(n, -1, weight.shape[0], weight.shape[1])
-        _logits_backward(kind, scaled, factor_grads, samples, tap_major)
+        logits_backward(kind, scaled, factor_grads, samples, tap_major)
     return None if grad_rows is None else grad_rows.view(weight.shape)
 
 
@@ -342,8 +358,8 @@ def fused_backward(
     The gate values and the kernels are generated again, chunk by chunk, and their buffers reused.
     """
     x, grad_out = x.contiguous(), grad_out.contiguous()
-    plan = _GATE_PLANS[problem.gate]
-    scaled = _scale_factors(problem.generator, factors, plan.logit_scale)
+    plan = GATE_PLANS[problem.gate]
+    scaled = scale_factors(problem.generator, factors, plan.logit_scale)
     grad_x = torch.empty_like(x) if needs[0] else None
     factor_grads = [torch.zeros_like(f) if need else None for f, need in zip(factors, needs[2:], strict=True)]
     arguments = (grad_out, x, weight, scaled, plan, problem, grad_x, factor_grads, needs[1])
@@ -351,7 +367,7 @@ def fused_backward(
         grad_weight = _backward_tap_major(*arguments)
     else:
         grad_weight = _backward_weight_layout(path, *arguments)
-    for index in _SCALED_FACTORS[problem.generator]:  # the chain rule through the logits' scale
+    for index in SCALED_FACTORS[problem.generator]:  # the chain rule through the logits' scale
         if factor_grads[index] is not None and plan.logit_scale != 1:
             factor_grads[index].mul_(plan.logit_scale)
     return [grad_x, grad_weight, *factor_grads]

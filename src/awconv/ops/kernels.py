@@ -11,6 +11,10 @@ under eager, torch.compile and torch.export alike (the fake kernel, the autograd
 composite form for ONNX and torch.func are the operator's, not the kernel's). To make ``auto`` pick
 it, add its rule to ``choose_fused_kernel``.
 
+Registered here: the ATen paths ``grouped``, ``bmm`` and ``loop`` (any device) and ``cpp``, the
+compiled CPU kernel (``awconv.ops.fused_cpu``); ``triton`` registers itself
+(``awconv.ops.triton_registration``).
+
 A kernel's contract, for x (N, C1, H, W) with N >= 1, weight (C2, C1/g, kh, kw) and the logit
 factors of ``awconv.ops.fused`` (every tensor on one device, in one dtype; autocast is off):
 
@@ -31,11 +35,15 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from awconv.ops import cpu_extension
 from awconv.ops.fused_aten import fused_backward, fused_forward
+from awconv.ops.fused_cpu import cpp_backward, cpp_forward
 from awconv.ops.geometry import Geometry
 from awconv.ops.paths import PATHS, choose_impl
 
 __all__ = [
+    "CPP_MAX_KERNEL_VALUES",
+    "CPP_MAX_OUTPUT_PIXELS",
     "FUSED_BMM_MIN_KERNEL_VALUES",
     "FUSED_KERNELS",
     "FusedKernel",
@@ -115,18 +123,37 @@ def fused_impls() -> tuple[str, ...]:
 FUSED_BMM_MIN_KERNEL_VALUES = 2**18
 
 
+# ``auto`` takes the compiled CPU kernel (``impl="cpp"``) for kernels of at most this many values per
+# sample and outputs of at most this many pixels: ResNet-20's layers from its second stage on (and
+# all of them at 16 px), where it was faster in every A/B run at batch 128 (lever_history.md, issue
+# 15), and the training step at ``make demo``'s shape 11-13% faster. At 32 x 32 outputs it lost at
+# batch 8, and AW-ResNet-50 (batch 8, 2 threads) ran slower on it: those stay on the ATen paths.
+CPP_MAX_KERNEL_VALUES = 2**16
+CPP_MAX_OUTPUT_PIXELS = 16 * 16
+
+
 def choose_fused_kernel(device_type: str, chunk_size: int, output_pixels: int, kernel_values: int) -> str:
     """The kernel ``impl="auto"`` runs for a device type, a chunk size, a per-sample output area and
     the number of values in the convolution's weight (C2 * C1/g * kh * kw).
 
-    Every device: the ATen paths by ``awconv.ops.paths.choose_impl`` (measured on a CPU with the
+    On a CPU with the compiled kernel built (``awconv.ops.cpu_extension``), ``"cpp"`` for small
+    kernels and outputs (``CPP_MAX_KERNEL_VALUES``, ``CPP_MAX_OUTPUT_PIXELS``) beyond batch 1.
+    Otherwise the ATen paths by ``awconv.ops.paths.choose_impl`` (measured on a CPU with the
     attention given), except that kernels smaller than ``FUSED_BMM_MIN_KERNEL_VALUES`` stay off
     ``bmm``: the fused ``grouped`` path's passes over them run in cache-sized chunks.
     """
-    del device_type  # one rule today; a device kernel adds its own branch here
     impl = choose_impl(chunk_size, output_pixels)
+    if (
+        device_type == "cpu"
+        and impl != "loop"
+        and kernel_values <= CPP_MAX_KERNEL_VALUES
+        and output_pixels <= CPP_MAX_OUTPUT_PIXELS
+        and cpu_extension.available()
+    ):
+        return "cpp"
     return "grouped" if impl == "bmm" and kernel_values < FUSED_BMM_MIN_KERNEL_VALUES else impl
 
 
 for _path in PATHS:  # the ATen kernels, for every device
     register_fused_kernel(_path, partial(fused_forward, _path), partial(fused_backward, _path))
+register_fused_kernel("cpp", cpp_forward, cpp_backward, device_types=("cpu",))

@@ -113,6 +113,21 @@ def _conv_backward(x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding
 _FORWARD = {"grouped": _grouped, "bmm": _bmm, "loop": _loop}
 
 
+def dense_strides(x: Tensor) -> Tensor:
+    """x (contiguous) with the strides ``torch.empty`` gives its shape, also for dimensions of size 1.
+
+    A channels_last tensor with one channel is contiguous, and ``.contiguous()`` returns it as it is,
+    with a stride of 1 for that channel; oneDNN's convolution (torch 2.14, AVX-512, one thread) then
+    reads it as NHWC and returned wrong values at a stride of 3 (found by the fuzz tests). The same
+    memory with dense strides is a view, not a copy.
+    """
+    strides, step = [], 1
+    for size in reversed(x.shape):
+        strides.insert(0, step)
+        step *= max(size, 1)
+    return x if list(x.stride()) == strides else x.as_strided(x.shape, strides)
+
+
 def per_sample_conv(impl: str, x: Tensor, kernels: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     """Convolves each sample with its own kernels along path ``impl`` (not ``"auto"``).
 
@@ -126,13 +141,14 @@ def per_sample_conv(impl: str, x: Tensor, kernels: Tensor, stride, padding, dila
     Returns:
         (N, C2, H_out, W_out).
     """
-    return _FORWARD[impl](x, kernels, stride, padding, dilation, groups)
+    return _FORWARD[impl](dense_strides(x), kernels, stride, padding, dilation, groups)
 
 
 def per_sample_conv_backward(
     impl: str, x: Tensor, kernels: Tensor, grad_out: Tensor, stride, padding, dilation, groups: int
 ) -> tuple[Tensor, Tensor]:
     """Gradients of ``per_sample_conv`` w.r.t. x (N, C1, H, W) and kernels (N, C2, C1/g, kh, kw)."""
+    x, grad_out = dense_strides(x), dense_strides(grad_out)
     if impl == "bmm":
         return _bmm_backward(x, kernels, grad_out, stride, padding, dilation, groups)
     return _conv_backward(x, kernels, grad_out, stride, padding, dilation, groups)
