@@ -46,6 +46,18 @@ def aw_conv2d_reference(
 GATES = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda t: t}
 
 
+def logit_factors(
+    generator: str, batch: int, c2: int, c1g: int, taps: int, rng: torch.Generator, rank: int, scale: float
+) -> list[Tensor]:
+    """Random logit factors of ``aw_conv2d_fused`` (shapes in ``awconv.ops.fused``; d = 3 for ``full``),
+    normal with standard deviation ``scale``."""
+    if generator == "full":
+        shapes = [(batch, 3, taps), (c2 * c1g, 3), (c2 * c1g,)]
+    else:
+        shapes = [(batch, c2, rank, taps), (batch, rank, c1g, taps)]
+    return [torch.randn(shape, generator=rng) * scale for shape in shapes]
+
+
 def fused_reference(
     generator: str, gate: str, x: Tensor, weight: Tensor, factors, stride, padding, dilation, groups: int
 ) -> Tensor:

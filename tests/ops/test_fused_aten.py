@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 from allocations import LargeTensors
-from reference import fused_reference, relative_error
+from reference import fused_reference, logit_factors, relative_error
 from strategies import one_or_all_but_one
 
 from awconv.ops import fused_aten
@@ -23,11 +23,7 @@ GEOMETRY = ((1, 1), (1, 1), (1, 1))
 
 def _factors(generator: str, batch: int, c2: int, c1g: int, taps: int, seed: int) -> list[torch.Tensor]:
     rng = torch.Generator().manual_seed(seed)
-    if generator == "full":
-        shapes = [(batch, 3, taps), (c2 * c1g, 3), (c2 * c1g,)]
-    else:
-        shapes = [(batch, c2, 2, taps), (batch, 2, c1g, taps)]
-    return [torch.randn(shape, generator=rng) * 0.5 for shape in shapes]
+    return logit_factors(generator, batch, c2, c1g, taps, rng, rank=2, scale=0.5)
 
 
 CASES = [

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import fused_reference, relative_error
+from reference import fused_reference, logit_factors, relative_error
 from strategies import one_or_all_but_one
 
 from awconv.layers import AWConv2d
@@ -27,11 +27,7 @@ def test_make_install_built_the_kernel_for_this_torch() -> None:
 
 
 def _factors(generator: str, batch: int, c2: int, c1g: int, taps: int, rank: int, rng) -> list[torch.Tensor]:
-    if generator == "full":
-        shapes = [(batch, 3, taps), (c2 * c1g, 3), (c2 * c1g,)]
-    else:
-        shapes = [(batch, c2, rank, taps), (batch, rank, c1g, taps)]
-    return [torch.randn(shape, generator=rng) * 0.6 for shape in shapes]
+    return logit_factors(generator, batch, c2, c1g, taps, rng, rank=rank, scale=0.6)
 
 
 @st.composite

@@ -45,7 +45,6 @@ __all__ = [
     "logits",
     "logits_backward",
     "scale_factors",
-    "weight_rows_of",
 ]
 
 
@@ -224,7 +223,7 @@ def cache_chunk(weight: Tensor, chunk_size: int) -> int:
     return min(chunk_size, max(MIN_CHUNK, CACHE_CHUNK_BYTES // per_sample))
 
 
-def weight_rows_of(weight: Tensor, plan: GatePlan) -> Tensor:
+def _weight_rows(weight: Tensor, plan: GatePlan) -> Tensor:
     """(C2, C1/g, kh, kw) -> (C2 * C1/g, T), times the plan's weight scale."""
     rows = weight.reshape(weight.shape[0] * weight.shape[1], -1)
     return rows * plan.weight_scale if plan.weight_scale != 1 else rows
@@ -248,7 +247,7 @@ def fused_forward(
     x = x.contiguous()
     plan = GATE_PLANS[problem.gate]
     scaled = scale_factors(problem.generator, factors, plan.logit_scale)
-    weight_rows = weight_rows_of(weight, plan)
+    weight_rows = _weight_rows(weight, plan)
     chunk = problem.chunk_size if path == "bmm" else cache_chunk(weight, problem.chunk_size)
     workspace = None if path == "bmm" else _workspace(weight_rows, scaled, chunk)
     outputs = []
@@ -310,7 +309,7 @@ def _backward_weight_layout(
     the last pass writes dL/dz' tap-major over q, for the generator's GEMMs.
     """
     kind, geometry, batch = problem.generator, problem.geometry, x.shape[0]
-    weight_rows = weight_rows_of(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
+    weight_rows = _weight_rows(weight, plan)  # w' = weight_scale * w, (C2 * C1/g, T)
     grad_rows = torch.zeros_like(weight_rows) if wants_weight else None
     chunk = cache_chunk(weight, problem.chunk_size)
     workspace = _workspace(weight_rows, scaled, chunk)

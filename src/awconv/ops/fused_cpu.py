@@ -1,12 +1,13 @@
 """``impl="cpp"``: the fused operator on the compiled CPU kernel, chunk by chunk.
 
 Per chunk of samples, ATen makes the gate values q (the head GEMM over the chunk and the sigmoid,
-tap-major: (n, P, C2 * C1/g)); the compiled kernel (``awconv.ops.cpu_extension``) then, for each
-sample, modulates the weight into the sample's kernels, unfolds the sample and runs the
-convolution's matrix products while both are in cache. In backward it also turns the kernels'
-gradient into dL/dW and, over q, into the logits' gradient, in the same pass; ATen's GEMMs then
-give the generator's gradients. The chunks are those of the ``grouped`` path (about
-``CACHE_CHUNK_BYTES`` of kernels), and no tensor of the attention's size outlives a call.
+in the kernel's transposed tap-major layout (n, P, C1/g, C2)); the compiled kernel
+(``awconv.ops.cpu_extension``) then, for each sample, modulates the weight into the sample's
+kernels, unfolds the sample and runs the convolution's matrix products while both are in cache.
+In backward it also turns the kernels' gradient into dL/dW and, over q, into the logits' gradient,
+in the same pass; ATen's GEMMs then give the generator's gradients. The chunks are those of the
+``grouped`` path (about ``CACHE_CHUNK_BYTES`` of kernels), and no tensor of the attention's size
+outlives a call.
 
 The compiled kernel computes in float32. Other dtypes, and machines where it is not built, run the
 ``grouped`` kernel of ``awconv.ops.fused_aten`` instead: the same results, in pure PyTorch.
@@ -15,7 +16,7 @@ The compiled kernel computes in float32. Other dtypes, and machines where it is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -89,18 +90,33 @@ def _weight_taps(weight: Tensor, plan: GatePlan) -> Tensor:
     return (taps * plan.weight_scale if plan.weight_scale != 1 else taps).contiguous()
 
 
-def _gates(plan: GatePlan, problem: FusedProblem, factors, weight: Tensor, samples: slice, buffer: Tensor):
-    """Gate values q of some samples: (n, P, C1/g, C2), in ``buffer`` (``"full"``) or new memory.
+class _Setup(NamedTuple):
+    """What forward and backward make alike before the chunks: small tensors and the chunk's buffer."""
 
-    ``factors`` are transposed (``_transposed_factors``) and scaled by ``plan.logit_scale``.
-    """
-    out = buffer if problem.generator == "full" else None
-    gates = logits(problem.generator, factors, samples, weight.shape[1], out=out)
-    return gates.sigmoid_() if plan.sigmoid else gates
+    plan: GatePlan
+    transposed: list[Tensor]  # the logit factors, scaled and transposed (``_transposed_factors``)
+    weight_taps: Tensor  # (T, C1/g, C2)
+    chunk: int
+    buffer: Tensor | None  # (chunk, P, C1/g, C2): the gate values of ``"full"`` (``"lowrank"``: None)
+    geometry: list[int]
 
 
-def _gate_buffer(weight: Tensor, factors: Sequence[Tensor], chunk: int) -> Tensor:
-    return weight.new_empty(chunk, factors[0].shape[-1], weight.shape[1], weight.shape[0])
+def _setup(weight: Tensor, factors: Sequence[Tensor], problem: FusedProblem) -> _Setup:
+    plan = GATE_PLANS[problem.gate]
+    scaled = scale_factors(problem.generator, factors, plan.logit_scale)
+    transposed = _transposed_factors(problem.generator, scaled, weight)
+    chunk = cache_chunk(weight, problem.chunk_size)
+    buffer = None
+    if problem.generator == "full":
+        buffer = weight.new_empty(chunk, factors[0].shape[-1], weight.shape[1], weight.shape[0])
+    return _Setup(plan, transposed, _weight_taps(weight, plan), chunk, buffer, _geometry(weight, problem))
+
+
+def _gates(setup: _Setup, problem: FusedProblem, weight: Tensor, samples: slice) -> Tensor:
+    """Gate values q of some samples: (n, P, C1/g, C2), in the setup's buffer (``"full"``) or new memory."""
+    out = None if setup.buffer is None else setup.buffer[: samples.stop - samples.start]
+    gates = logits(problem.generator, setup.transposed, samples, weight.shape[1], out=out)
+    return gates.sigmoid_() if setup.plan.sigmoid else gates
 
 
 def _chunks(batch: int, chunk: int):
@@ -112,20 +128,14 @@ def cpp_forward(x: Tensor, weight: Tensor, factors: Sequence[Tensor], problem: F
     """(N, C1, H, W) -> (N, C2, H_out, W_out); the kernel contract of ``awconv.ops.kernels``."""
     if not compiled(x):
         return fused_forward("grouped", x, weight, factors, problem)
-    x = x.contiguous()
-    plan = GATE_PLANS[problem.gate]
-    scaled = scale_factors(problem.generator, factors, plan.logit_scale)
-    transposed = _transposed_factors(problem.generator, scaled, weight)
-    weight_taps = _weight_taps(weight, plan)
-    chunk = cache_chunk(weight, problem.chunk_size)
-    buffer = _gate_buffer(weight, transposed, chunk)
+    x, setup = x.contiguous(), _setup(weight, factors, problem)
     out = x.new_empty(output_shape(x, weight.shape, problem.geometry))
-    geometry = _geometry(weight, problem)
-    for samples in _chunks(x.shape[0], chunk):
-        gates = _gates(plan, problem, transposed, weight, samples, buffer[: samples.stop - samples.start])
+    for samples in _chunks(x.shape[0], setup.chunk):
+        gates = _gates(setup, problem, weight, samples)
         torch.ops.awconv_cpu.forward_chunk(
-            x[samples], gates, weight_taps, float(plan.offset), geometry, problem.groups, out[samples]
-        )
+            x[samples], gates, setup.weight_taps, float(setup.plan.offset), setup.geometry, problem.groups,
+            out[samples],
+        )  # fmt: skip
     return out
 
 
@@ -141,27 +151,22 @@ def cpp_backward(
     if not compiled(x):
         return fused_backward("grouped", grad_out, x, weight, factors, problem, needs)
     x, grad_out = x.contiguous(), grad_out.contiguous()
-    kind, plan = problem.generator, GATE_PLANS[problem.gate]
-    scaled = scale_factors(kind, factors, plan.logit_scale)
-    transposed = _transposed_factors(kind, scaled, weight)
-    weight_taps = _weight_taps(weight, plan)
+    kind, setup = problem.generator, _setup(weight, factors, problem)
+    plan = setup.plan
     grad_x = torch.empty_like(x) if needs[0] else None
-    grad_taps = torch.zeros_like(weight_taps) if needs[1] else None
+    grad_taps = torch.zeros_like(setup.weight_taps) if needs[1] else None
     factor_needs = needs[2:] if kind == "full" else needs[:1:-1]  # lowrank's factors swap places
     transposed_grads = [
-        torch.zeros_like(f) if need else None for f, need in zip(transposed, factor_needs, strict=True)
+        torch.zeros_like(f) if need else None for f, need in zip(setup.transposed, factor_needs, strict=True)
     ]
-    chunk = cache_chunk(weight, problem.chunk_size)
-    buffer = _gate_buffer(weight, transposed, chunk)
-    geometry = _geometry(weight, problem)
-    for samples in _chunks(x.shape[0], chunk):
-        gates = _gates(plan, problem, transposed, weight, samples, buffer[: samples.stop - samples.start])
+    for samples in _chunks(x.shape[0], setup.chunk):
+        gates = _gates(setup, problem, weight, samples)
         torch.ops.awconv_cpu.backward_chunk(
-            grad_out[samples], x[samples], gates, weight_taps, float(plan.offset), plan.sigmoid, geometry,
-            problem.groups, None if grad_x is None else grad_x[samples], grad_taps,
+            grad_out[samples], x[samples], gates, setup.weight_taps, float(plan.offset), plan.sigmoid,
+            setup.geometry, problem.groups, None if grad_x is None else grad_x[samples], grad_taps,
         )  # fmt: skip
         if any(factor_needs):  # the gates now hold dL/dz'
-            logits_backward(kind, transposed, transposed_grads, samples, gates)
+            logits_backward(kind, setup.transposed, transposed_grads, samples, gates)
     factor_grads = _untransposed_grads(kind, transposed_grads, weight)
     for index in SCALED_FACTORS[kind]:  # the chain rule through the logits' scale
         if factor_grads[index] is not None and plan.logit_scale != 1:

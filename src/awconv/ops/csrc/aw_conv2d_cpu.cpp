@@ -29,7 +29,6 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
-#include <type_traits>
 #include <vector>
 
 namespace {
@@ -106,8 +105,7 @@ struct Panels {
 
 // packed[k * width + i] = operand(i0 + i, k0 + k) for i < rows, zero for rows <= i < width: A's panel
 // as rows x depth, or (with swapped) B's as depth x rows. Reads along the operand's contiguous side.
-template <class Operand>
-void pack(const Operand& operand, bool swapped, int64_t i0, int64_t rows, int64_t k0, int64_t depth,
+void pack(const Strided& operand, bool swapped, int64_t i0, int64_t rows, int64_t k0, int64_t depth,
           int64_t width, float* packed) {
   auto value = [&](int64_t i, int64_t k) { return swapped ? operand.at(k0 + k, i0 + i) : operand.at(i0 + i, k0 + k); };
   if (operand.rows_first() != swapped) {
@@ -124,12 +122,9 @@ void pack(const Operand& operand, bool swapped, int64_t i0, int64_t rows, int64_
 
 // C (m x n; element (i, j) at c[i * c_row + j * c_column]) = A (m x depth) B (depth x n). A row-major
 // A and a B whose rows hold whole tiles are read where they lie; other operands are packed first.
-template <class OperandA>
-void gemm(int64_t m, int64_t n, int64_t depth, const OperandA& a, const Strided& b, float* c, int64_t c_row,
+void gemm(int64_t m, int64_t n, int64_t depth, const Strided& a, const Strided& b, float* c, int64_t c_row,
           int64_t c_column, Panels& panels) {
-  constexpr bool strided_a = std::is_same_v<OperandA, Strided>;
-  bool direct_a = false;
-  if constexpr (strided_a) direct_a = a.column_stride == 1;
+  const bool direct_a = a.column_stride == 1;
   const bool direct_b = b.column_stride == 1 && n % NR == 0;
   const int64_t column_tiles = (n + NR - 1) / NR;
   panels.a.resize(KC * MR);
@@ -144,7 +139,7 @@ void gemm(int64_t m, int64_t n, int64_t depth, const OperandA& a, const Strided&
       const int64_t height = std::min(MR, m - i0);
       TileView view{panels.a.data(), 1, MR, nullptr, NR, nullptr, c_row, c_column};
       if (direct_a) {
-        if constexpr (strided_a) view.a = a.data + i0 * a.row_stride + k0, view.a_row = a.row_stride, view.a_step = 1;
+        view.a = a.data + i0 * a.row_stride + k0, view.a_row = a.row_stride, view.a_step = 1;
       } else {  // A[i0:i0+MR, k0:k0+block] as [k][MR]
         pack(a, false, i0, height, k0, block, MR, panels.a.data());
       }
