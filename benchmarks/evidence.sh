@@ -4,7 +4,8 @@
 #   bash benchmarks/evidence.sh EXPERIMENT [EXPERIMENT ...]
 #
 # EXPERIMENT: mnist5k, digits, ablation, finetune, detection, inspect, or all (in that order), and the
-# full Fashion-MNIST's fashion_pilot then fashion (issue #17; not in all: days on 2 cores). Every
+# full Fashion-MNIST's fashion_pilot then fashion (issue #17; not in all: days on 2 cores; `save`
+# before a session's machine goes records its unfinished runs, see below). Every
 # experiment writes under runs/evidence/<experiment>/; finished runs are reused, so a stopped
 # experiment continues where it stopped and a second call only rewrites the reports (and
 # re-measures throughput: run it on a quiet machine for the images/s columns). One CPU thread per
@@ -79,20 +80,139 @@ finetune() {
 }
 
 # The full Fashion-MNIST (60,000 training images, the official 10,000 test images as validation;
-# `make data` installs it), ResNet-20 at 28 px, SGD with cosine decay after one warm-up epoch.
+# `make data` installs it), ResNet-20 at 28 px, SGD with cosine decay after one warm-up epoch. Its
+# runs take hours each on 2 cores, so they are trained by $WORKERS processes at once (one run each,
+# one thread) and recorded in the repository as they finish (`record`, under $RECORDS: the three
+# summary files a finished run is reused from), so that a later session on another machine
+# continues from them (`restore`, at the start of fashion_pilot and fashion). STOP_AT (a time that
+# `date -d` reads, e.g. STOP_AT=19:30) makes a worker skip the runs that would not finish by then,
+# by the minutes per epoch below; `save` records the runs still unfinished with their two
+# checkpoints (about 9 MB for an AW run), for a run longer than a session.
+#
 # fashion_pilot picks the epoch budget before any main run: plain and AW, seed 0, at 5, 10 and 20
 # epochs; the budget is the smallest whose top-1 is within 0.3 points of the 20-epoch run for both
-# models (20 if none is). Write it into FASHION_EPOCHS below, then run fashion: the six variants
-# and lowrank rank 1 and 4, seeds 0-4, paired by seed. One thread each, on this CPU: 7.4 min per
-# epoch for ResNet-20, 17 min for AW-ResNet-20 (batch 128, measured 2026-12-01).
+# models. The main runs cost about 8.3 core-hours per epoch of the budget here (40 runs), so the
+# budget is at most 10 (41 hours of both cores): 10 if neither 5 nor 10 is within 0.3 points, and the
+# report then gives the distance to the 20-epoch run. Write it into FASHION_EPOCHS below, then run
+# fashion: the six variants and lowrank rank 1 and 4, seeds 0-4, paired by seed; the pilot's seed-0
+# runs at that budget are reused.
 FASHION=(--data fashion-mnist --image-size 28 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 5e-4
          --schedule cosine --warmup-epochs 1)
 FASHION_EPOCHS=${FASHION_EPOCHS:-}  # chosen by fashion_pilot's rule; empty until the pilot has run
 LOWRANK=(aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4)
+WORKERS=${WORKERS:-2}
+RECORDS=${RECORDS:-$(dirname "$0")/evidence}
+STOP_AT=${STOP_AT:-}
+# Seconds per epoch (training and validation) of each model at 28 px, two runs at once on this
+# project's 2-core CPU (AMD EPYC, AVX2, 2026-12-02: ResNet-20 and AW-ResNet-20 from the pilot's
+# epochs, the others scaled by their one-thread training steps), for STOP_AT; a model not listed
+# counts as 1,100.
+declare -A EPOCH_SECONDS=(
+    [resnet20_cifar]=420 [seresnet20_cifar]=430 [cbamresnet20_cifar]=650 [aw_resnet20_cifar]=800
+    [aw_seresnet20_cifar]=810 [aw_cbamresnet20_cifar]=1030
+    [aw_resnet20_cifar:generator=lowrank,rank=1]=940 [aw_resnet20_cifar:generator=lowrank,rank=4]=870
+)
+
+run_name() { sed -E 's/[^[:alnum:]_.=,-]+/_/g' <<< "$1"; }  # compare's run directory name of a model spec
+
+# record RUN_DIR (under $OUT): copies config.json, history.json and metrics.json to the same place
+# under $RECORDS; with `--checkpoints`, an unfinished run's last.ckpt and best.ckpt too. A record
+# of a finished run holds no checkpoints.
+record() {
+    local run=$1 with_checkpoints=${2:-}
+    local dest="$RECORDS/${run#"$OUT"/}"
+    [[ -f $run/config.json ]] || return 0
+    mkdir -p "$dest"
+    for file in config.json history.json metrics.json; do
+        [[ -f $run/$file ]] && cp "$run/$file" "$dest/$file"
+    done
+    if [[ -f $run/metrics.json ]]; then
+        rm -rf "$dest/checkpoints"
+    elif [[ -n $with_checkpoints && -f $run/checkpoints/last.ckpt ]]; then
+        mkdir -p "$dest/checkpoints"
+        cp "$run/checkpoints/last.ckpt" "$run/checkpoints/best.ckpt" "$dest/checkpoints/"
+    fi
+}
+
+# restore: copies every recorded run into $OUT where $OUT has no run of that name yet.
+restore() {
+    [[ -d $RECORDS ]] || return 0
+    local config run
+    while IFS= read -r config; do
+        run="$OUT/$(dirname "${config#"$RECORDS"/}")"
+        [[ -e $run/config.json ]] && continue
+        mkdir -p "$run" && cp -r "$(dirname "$config")/." "$run/"
+    done < <(find "$RECORDS" -name config.json)
+}
+
+# save: records every fashion run under $OUT, the unfinished ones with their checkpoints. Run it
+# once their processes have stopped (best.ckpt and last.ckpt are then of one state).
+save() {
+    local config
+    while IFS= read -r config; do
+        record "$(dirname "$config")" --checkpoints
+    done < <(find "$OUT"/fashion* -path '*/runs/*' -name config.json 2>/dev/null)
+}
+
+# train_jobs ARGS... < JOBS: trains the runs listed on standard input, one "EPOCHS DIR MODEL SEED"
+# line each, with `awconv compare ARGS --epochs EPOCHS --models MODEL --seeds SEED --out DIR`,
+# $WORKERS at once. A worker claims a run by making DIR/.claims/NAME-seedSEED and skips the runs
+# claimed by another (claims are cleared first: the workers of an earlier call are gone); each
+# run's output goes to DIR/logs/NAME-seedSEED.log, and a finished run is recorded.
+train_jobs() {
+    local jobs worker pids=() failed=0 stop=""
+    jobs=$(cat)
+    if [[ -n $STOP_AT ]]; then
+        stop=$(date -d "$STOP_AT" +%s) || { echo "STOP_AT: expected a time that date -d reads, e.g. 19:30; got '$STOP_AT'" >&2; return 2; }
+    fi
+    while read -r _ dir _; do rm -rf "$dir/.claims"; done <<< "$jobs"
+    for ((worker = 0; worker < WORKERS; worker++)); do
+        (
+            while read -r epochs dir model seed; do
+                name="$(run_name "$model")-seed$seed"
+                [[ -f $dir/runs/$(run_name "$model")/seed$seed/metrics.json ]] && continue
+                if [[ -n $stop ]]; then
+                    (($(date +%s) + epochs * ${EPOCH_SECONDS[$model]:-1100} <= stop)) || continue
+                fi
+                mkdir -p "$dir/.claims" "$dir/logs"
+                mkdir "$dir/.claims/$name" 2> /dev/null || continue
+                if ! "${AWCONV[@]}" compare "$@" --epochs "$epochs" --models "$model" --seeds "$seed" "${CPU[@]}" \
+                    --out "$dir" > "$dir/logs/$name.log" 2>&1; then
+                    echo "train_jobs: $model seed $seed failed; see $dir/logs/$name.log" >&2
+                    exit 1
+                fi
+                record "$dir/runs/$(run_name "$model")/seed$seed"
+            done <<< "$jobs"
+        ) &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    return $failed
+}
+
+# finished DIR: whether every run of the caller's MODELS and SEEDS under DIR has its metrics.json.
+finished() {
+    local dir=$1 model seed
+    for model in "${MODELS[@]}"; do
+        for seed in "${SEEDS[@]}"; do
+            [[ -f $dir/runs/$(run_name "$model")/seed$seed/metrics.json ]] || return 1
+        done
+    done
+}
+
 fashion_pilot() {
+    local epochs model
+    restore
     for epochs in 5 10 20; do
-        "${AWCONV[@]}" compare "${FASHION[@]}" --epochs "$epochs" --models resnet20_cifar aw_resnet20_cifar \
-            --seeds 0 --pair aw_resnet20_cifar resnet20_cifar "${CPU[@]}" --out "$OUT/fashion_pilot/epochs$epochs"
+        for model in resnet20_cifar aw_resnet20_cifar; do
+            echo "$epochs $OUT/fashion_pilot/epochs$epochs $model 0"
+        done
+    done | train_jobs "${FASHION[@]}"
+    local -a MODELS=(resnet20_cifar aw_resnet20_cifar) SEEDS=(0)
+    for epochs in 5 10 20; do  # the reports, once every run of a budget has finished
+        finished "$OUT/fashion_pilot/epochs$epochs" || continue
+        "${AWCONV[@]}" compare "${FASHION[@]}" --epochs "$epochs" --models "${MODELS[@]}" --seeds 0 \
+            --pair aw_resnet20_cifar resnet20_cifar "${CPU[@]}" --out "$OUT/fashion_pilot/epochs$epochs"
     done
 }
 fashion() {
@@ -100,10 +220,22 @@ fashion() {
         echo "fashion: run fashion_pilot first and set FASHION_EPOCHS in $0 by its rule" >&2
         return 2
     fi
-    local pairs=("${PAIRS[@]}")
+    local pairs=("${PAIRS[@]}") model seed pilot
     for model in "${LOWRANK[@]}"; do pairs+=(--pair "$model" aw_resnet20_cifar); done
-    "${AWCONV[@]}" compare "${FASHION[@]}" --epochs "$FASHION_EPOCHS" --models "${SIX[@]}" "${LOWRANK[@]}" \
-        --seeds 0 1 2 3 4 "${pairs[@]}" "${CPU[@]}" --out "$OUT/fashion"
+    local -a MODELS=("${SIX[@]}" "${LOWRANK[@]}") SEEDS=(0 1 2 3 4)
+    restore
+    for model in resnet20_cifar aw_resnet20_cifar; do  # the pilot's seed-0 runs at this budget
+        pilot="$OUT/fashion_pilot/epochs$FASHION_EPOCHS/runs/$model/seed0"
+        if [[ -f $pilot/metrics.json && ! -e $OUT/fashion/runs/$model/seed0 ]]; then
+            mkdir -p "$OUT/fashion/runs/$model" && cp -r "$pilot" "$OUT/fashion/runs/$model/seed0"
+        fi
+    done
+    for seed in "${SEEDS[@]}"; do  # seed by seed, so that the pairs fill up together
+        for model in "${MODELS[@]}"; do echo "$FASHION_EPOCHS $OUT/fashion $model $seed"; done
+    done | train_jobs "${FASHION[@]}"
+    finished "$OUT/fashion" || { echo "fashion: runs left to train; run it again" >&2; return 0; }
+    "${AWCONV[@]}" compare "${FASHION[@]}" --epochs "$FASHION_EPOCHS" --models "${MODELS[@]}" \
+        --seeds "${SEEDS[@]}" "${pairs[@]}" "${CPU[@]}" --out "$OUT/fashion"
 }
 
 # Plain vs AW ResNet-18-FPN Faster R-CNN on the shapes set of `make demo-detect`, 3 seeds, two
@@ -168,10 +300,10 @@ inspect() {
 [[ $# -gt 0 ]] || { sed -n 2,13p "$0"; exit 2; }
 for experiment in "$@"; do
     case "$experiment" in
-        mnist5k | digits | ablation | finetune | detection | inspect | fashion_pilot | fashion) "$experiment" ;;
+        mnist5k | digits | ablation | finetune | detection | inspect | fashion_pilot | fashion | save) "$experiment" ;;
         all) mnist5k; digits; ablation; finetune; detection; inspect ;;
         *) echo "unknown experiment '$experiment'; expected mnist5k, digits, ablation, finetune, detection," \
-               "inspect, all, fashion_pilot or fashion" >&2
+               "inspect, all, fashion_pilot, fashion or save" >&2
            exit 2 ;;
     esac
 done

@@ -72,6 +72,8 @@ attention generator (Pointconv1, Pointconv2 and, for `lowrank`, the product of i
 the per-sample convolutions; pooling, gates and the weight modulation `(1 + A) ⊙ W` are
 element-wise and not counted, as in every FLOP counter. "+" columns compare with the plain ResNet
 of the same depth. Generator options: reduction r = 16, min hidden width 8, `pool="kernel"`.
+`awconv profile MODEL... --image-size N` counts at another input side, as `train` and `eval` name it
+(`--img-size`, the option's earlier name, still works).
 """
 
 

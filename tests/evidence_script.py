@@ -4,19 +4,58 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence.sh"
 
+# A stand-in for `python -m awconv compare ...` that "trains" a one-model, one-seed call: it writes
+# the run's config.json, history.json and metrics.json (and its checkpoints) where compare would, and
+# fails for the model named by $FAIL_MODEL.
+_TRAINING_FAKE = """\
+import json, os, re, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["CALLS"], "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+def values(flag):
+    start = args.index(flag) + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    return args[start:end]
+models, seeds = values("--models"), values("--seeds")
+if len(models) == 1 and len(seeds) == 1:
+    if models[0] == os.environ.get("FAIL_MODEL"):
+        sys.exit("training failed")
+    time.sleep(0.05)
+    run = Path(values("--out")[0]) / "runs" / re.sub(r"[^\\w.=,-]+", "_", models[0]) / f"seed{seeds[0]}"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in ("config", "history", "metrics"):
+        (run / f"{name}.json").write_text(json.dumps({"model": models[0], "seed": seeds[0]}))
+    for name in ("last", "best"):
+        (run / "checkpoints" / f"{name}.ckpt").write_bytes(b"weights")
+"""
+
 
 def run_evidence(
-    tmp_path: Path, experiment: str, out: Path, **env: str
+    tmp_path: Path, experiment: str, out: Path, *, trains: bool = False, **env: str
 ) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Runs ``evidence.sh EXPERIMENT`` with ``OUT=out``; returns the process and the recorded argv lines."""
+    """Runs ``evidence.sh EXPERIMENT`` with ``OUT=out``; returns the process and the recorded argv lines.
+
+    Args:
+        tmp_path: where the stand-in python and its record of calls are written.
+        experiment: the script's argument.
+        out: the script's ``OUT``.
+        trains: the stand-in writes the files of each one-run call (``_TRAINING_FAKE``); otherwise
+            it only records its arguments.
+        env: more environment variables for the script.
+    """
     calls = tmp_path / "calls.txt"
-    fake_python = tmp_path / "python"  # records its arguments instead of running awconv
-    fake_python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    fake_python = tmp_path / "python"
+    if trains:
+        fake_python.write_text(f"#!{sys.executable}\n{_TRAINING_FAKE}")
+    else:
+        fake_python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
     fake_python.chmod(0o755)
-    environment = {**os.environ, "PY": str(fake_python), "OUT": str(out), **env}
+    environment = {**os.environ, "PY": str(fake_python), "OUT": str(out), "CALLS": str(calls), **env}
     done = subprocess.run(["bash", str(SCRIPT), experiment], env=environment, capture_output=True, text=True)
     return done, calls.read_text().splitlines() if calls.exists() else []

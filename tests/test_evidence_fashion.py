@@ -1,9 +1,12 @@
-"""benchmarks/evidence.sh fashion_pilot and fashion: the `awconv compare` command lines they run."""
+"""benchmarks/evidence.sh fashion_pilot, fashion and save: the runs they train, the reports they
+write, and the records that carry finished runs to another machine."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from evidence_script import run_evidence
 
 RECIPE = (
@@ -11,16 +14,115 @@ RECIPE = (
     "--schedule cosine --warmup-epochs 1"
 )
 CPU = "--workers 0 --accelerator cpu --no-progress"
+PLAIN, AW = "resnet20_cifar", "aw_resnet20_cifar"
+LOWRANK = ("aw_resnet20_cifar:generator=lowrank,rank=1", "aw_resnet20_cifar:generator=lowrank,rank=4")
+EIGHT = (
+    PLAIN,
+    "seresnet20_cifar",
+    "cbamresnet20_cifar",
+    AW,
+    "aw_seresnet20_cifar",
+    "aw_cbamresnet20_cifar",
+    *LOWRANK,
+)
 
 
-def test_pilot_trains_plain_and_aw_at_three_budgets(tmp_path: Path) -> None:
-    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev")
+def _one_run(epochs: int, model: str, seed: int, out: str) -> str:
+    return f"-m awconv compare {RECIPE} --epochs {epochs} --models {model} --seeds {seed} {CPU} --out {out}"
+
+
+def _pilot_report(epochs: int, ev: Path) -> str:
+    return (
+        f"-m awconv compare {RECIPE} --epochs {epochs} --models {PLAIN} {AW} --seeds 0 --pair {AW} {PLAIN} "
+        f"{CPU} --out {ev}/fashion_pilot/epochs{epochs}"
+    )
+
+
+def _files(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+
+
+def test_pilot_trains_each_run_once_with_two_workers_then_reports_each_budget(tmp_path: Path) -> None:
+    ev, records = tmp_path / "ev", tmp_path / "records"
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, trains=True, RECORDS=str(records))
     assert done.returncode == 0, done.stderr
+    runs = [(e, m) for e in (5, 10, 20) for m in (PLAIN, AW)]
+    expected_runs = sorted(_one_run(e, m, 0, f"{ev}/fashion_pilot/epochs{e}") for e, m in runs)
+    assert sorted(calls[:6]) == expected_runs  # each once: a claimed run is skipped by the other worker
+    assert calls[6:] == [_pilot_report(e, ev) for e in (5, 10, 20)]
+    # Finished runs are recorded without their checkpoints, one record per run.
+    assert _files(records) == {
+        f"fashion_pilot/epochs{e}/runs/{m}/seed0/{name}.json"
+        for e, m in runs
+        for name in ("config", "history", "metrics")
+    }
+    assert (ev / "fashion_pilot/epochs10/logs/aw_resnet20_cifar-seed0.log").is_file()
+
+
+def test_a_budget_reports_only_once_all_its_runs_have_finished(tmp_path: Path) -> None:
+    done, calls = run_evidence(
+        tmp_path, "fashion_pilot", tmp_path / "ev", trains=True, RECORDS=str(tmp_path / "r"), FAIL_MODEL=AW
+    )
+    assert done.returncode == 1
+    assert (
+        "aw_resnet20_cifar seed 0 failed; see" in done.stderr and "aw_resnet20_cifar-seed0.log" in done.stderr
+    )
+    assert not [call for call in calls if "--pair" in call]
+
+
+def test_recorded_runs_are_restored_on_another_machine_and_reused(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    first, _ = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev1", trains=True, RECORDS=str(records))
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "calls.txt").unlink()
+    ev2 = tmp_path / "ev2"  # a new machine: nothing under OUT
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev2, trains=True, RECORDS=str(records))
+    assert done.returncode == 0, done.stderr
+    assert calls == [_pilot_report(e, ev2) for e in (5, 10, 20)]
+    restored = ev2 / "fashion_pilot/epochs20/runs/aw_resnet20_cifar/seed0/metrics.json"
+    assert json.loads(restored.read_text()) == {"model": AW, "seed": "0"}
+
+
+def test_save_carries_an_unfinished_runs_checkpoints_and_drops_them_once_it_finishes(tmp_path: Path) -> None:
+    ev, records = tmp_path / "ev", tmp_path / "records"
+    run = ev / "fashion_pilot/epochs20/runs/aw_resnet20_cifar/seed0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "history.json").write_text("[]")
+    (run / "checkpoints/last.ckpt").write_bytes(b"last")
+    (run / "checkpoints/best.ckpt").write_bytes(b"best")
+    done, _ = run_evidence(tmp_path, "save", ev, RECORDS=str(records))
+    assert done.returncode == 0, done.stderr
+    prefix = "fashion_pilot/epochs20/runs/aw_resnet20_cifar/seed0"
+    assert _files(records) == {f"{prefix}/{name}" for name in ("config.json", "history.json")} | {
+        f"{prefix}/checkpoints/{name}.ckpt" for name in ("last", "best")
+    }
+    # Restored elsewhere, the run is trained on from its checkpoint (compare resumes it).
+    elsewhere = tmp_path / "elsewhere"
+    done, calls = run_evidence(tmp_path, "fashion_pilot", elsewhere, RECORDS=str(records), WORKERS="1")
+    assert (elsewhere / prefix / "checkpoints/last.ckpt").read_bytes() == b"last"
+    assert _one_run(20, AW, 0, f"{elsewhere}/fashion_pilot/epochs20") in calls
+    (run / "metrics.json").write_text("{}")  # it finished
+    done, _ = run_evidence(tmp_path, "save", ev, RECORDS=str(records))
+    assert done.returncode == 0, done.stderr
+    assert _files(records) == {f"{prefix}/{name}.json" for name in ("config", "history", "metrics")}
+
+
+def test_stop_at_skips_the_runs_that_would_not_finish_in_time(tmp_path: Path) -> None:
+    # By the script's seconds per epoch (420 plain, 800 AW), in 3 hours every run fits but AW at 20 epochs.
+    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+3 hours", WORKERS="1")
+    assert done.returncode == 0, done.stderr
+    ev = tmp_path / "ev"
     assert calls == [
-        f"-m awconv compare {RECIPE} --epochs {epochs} --models resnet20_cifar aw_resnet20_cifar --seeds 0 "
-        f"--pair aw_resnet20_cifar resnet20_cifar {CPU} --out {tmp_path}/ev/fashion_pilot/epochs{epochs}"
-        for epochs in (5, 10, 20)
+        _one_run(e, m, 0, f"{ev}/fashion_pilot/epochs{e}")
+        for e, m in [(5, PLAIN), (5, AW), (10, PLAIN), (10, AW), (20, PLAIN)]
     ]
+
+
+def test_a_stop_at_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
+    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="teatime soon")
+    assert done.returncode == 2 and calls == []
+    assert "STOP_AT: expected a time that date -d reads, e.g. 19:30; got 'teatime soon'" in done.stderr
 
 
 def test_main_runs_wait_for_the_pilots_budget(tmp_path: Path) -> None:
@@ -29,22 +131,47 @@ def test_main_runs_wait_for_the_pilots_budget(tmp_path: Path) -> None:
     assert "run fashion_pilot first and set FASHION_EPOCHS" in done.stderr
 
 
-def test_main_runs_pair_every_variant_by_seed(tmp_path: Path) -> None:
-    done, calls = run_evidence(tmp_path, "fashion", tmp_path / "ev", FASHION_EPOCHS="7")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_main_runs_go_seed_by_seed_then_pair_every_variant(tmp_path: Path, workers: str) -> None:
+    ev = tmp_path / "ev"
+    for model in (PLAIN, AW):  # the pilot's seed-0 runs at this budget are reused
+        pilot = ev / f"fashion_pilot/epochs7/runs/{model}/seed0"
+        pilot.mkdir(parents=True)
+        for name in ("config", "history", "metrics"):
+            (pilot / f"{name}.json").write_text("{}")
+    done, calls = run_evidence(
+        tmp_path, "fashion", ev, trains=True, FASHION_EPOCHS="7", RECORDS=str(tmp_path / "r"), WORKERS=workers
+    )
     assert done.returncode == 0, done.stderr
-    lowrank = "aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4"
-    six = (
-        "resnet20_cifar seresnet20_cifar cbamresnet20_cifar aw_resnet20_cifar aw_seresnet20_cifar "
-        "aw_cbamresnet20_cifar"
-    )
-    pairs = (
-        "--pair aw_resnet20_cifar resnet20_cifar --pair aw_seresnet20_cifar seresnet20_cifar "
-        "--pair aw_cbamresnet20_cifar cbamresnet20_cifar --pair seresnet20_cifar resnet20_cifar "
-        "--pair cbamresnet20_cifar resnet20_cifar "
-        "--pair aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar "
-        "--pair aw_resnet20_cifar:generator=lowrank,rank=4 aw_resnet20_cifar"
-    )
-    assert calls == [
-        f"-m awconv compare {RECIPE} --epochs 7 --models {six} {lowrank} --seeds 0 1 2 3 4 {pairs} {CPU} "
-        f"--out {tmp_path}/ev/fashion"
+    runs = [
+        _one_run(7, m, s, f"{ev}/fashion")
+        for s in range(5)
+        for m in EIGHT
+        if (m, s) not in ((PLAIN, 0), (AW, 0))
     ]
+    assert sorted(calls[:-1]) == sorted(runs)
+    if workers == "1":
+        assert calls[:-1] == runs
+    pairs = (
+        f"--pair {AW} {PLAIN} --pair aw_seresnet20_cifar seresnet20_cifar "
+        "--pair aw_cbamresnet20_cifar cbamresnet20_cifar --pair seresnet20_cifar resnet20_cifar "
+        f"--pair cbamresnet20_cifar resnet20_cifar --pair {LOWRANK[0]} {AW} --pair {LOWRANK[1]} {AW}"
+    )
+    assert calls[-1] == (
+        f"-m awconv compare {RECIPE} --epochs 7 --models {' '.join(EIGHT)} --seeds 0 1 2 3 4 {pairs} {CPU} "
+        f"--out {ev}/fashion"
+    )
+
+
+def test_restore_leaves_a_run_this_machine_has_as_it_is(tmp_path: Path) -> None:
+    ev, records = tmp_path / "ev", tmp_path / "records"
+    prefix = "fashion_pilot/epochs5/runs/resnet20_cifar/seed0"
+    (records / prefix).mkdir(parents=True)
+    (records / prefix / "config.json").write_text('{"from": "record"}')
+    (records / prefix / "history.json").write_text("[1]")
+    (ev / prefix).mkdir(parents=True)
+    (ev / prefix / "config.json").write_text('{"from": "here"}')  # this machine's run, further on
+    done, _ = run_evidence(tmp_path, "fashion_pilot", ev, RECORDS=str(records), WORKERS="1")
+    assert done.returncode == 0, done.stderr
+    assert (ev / prefix / "config.json").read_text() == '{"from": "here"}'
+    assert not (ev / prefix / "history.json").exists()
