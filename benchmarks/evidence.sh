@@ -297,7 +297,7 @@ inspect() {
     done
 }
 
-[[ $# -gt 0 ]] || { sed -n 2,13p "$0"; exit 2; }
+[[ $# -gt 0 ]] || { sed -n "2,/^set -euo/p" "$0" | sed "$ d"; exit 2; }
 for experiment in "$@"; do
     case "$experiment" in
         mnist5k | digits | ablation | finetune | detection | inspect | fashion_pilot | fashion | save) "$experiment" ;;

@@ -4,6 +4,7 @@ write, and the records that carry finished runs to another machine."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,13 @@ def test_restore_leaves_a_run_this_machine_has_as_it_is(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (ev / prefix / "config.json").read_text() == '{"from": "here"}'
     assert not (ev / prefix / "history.json").exists()
+
+
+def test_without_an_experiment_the_whole_header_is_printed(tmp_path: Path) -> None:
+    done, calls = run_evidence(tmp_path, "", tmp_path / "ev")
+    assert done.returncode == 2 and calls == []
+    assert "unknown experiment ''; expected mnist5k" in done.stderr
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    header = script.read_text().split("\nset -euo pipefail")[0].splitlines()[1:]
+    assert usage.returncode == 2 and usage.stdout.splitlines() == header
