@@ -110,7 +110,7 @@ def test_save_carries_an_unfinished_runs_checkpoints_and_drops_them_once_it_fini
 
 
 def test_stop_at_skips_the_runs_that_would_not_finish_in_time(tmp_path: Path) -> None:
-    # By the script's seconds per epoch (420 plain, 800 AW), in 3 hours every run fits but AW at 20 epochs.
+    # By the script's seconds per epoch (410 plain, 870 AW), in 3 hours every run fits but AW at 20 epochs.
     done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+3 hours", WORKERS="1")
     assert done.returncode == 0, done.stderr
     ev = tmp_path / "ev"
