@@ -47,7 +47,7 @@ def run_evidence(
         out: the script's ``OUT``.
         trains: the stand-in writes the files of each one-run call (``_TRAINING_FAKE``); otherwise
             it only records its arguments.
-        env: more environment variables for the script.
+        env: more environment variables for the script (``RECORDS`` defaults to ``tmp_path/records``).
     """
     calls = tmp_path / "calls.txt"
     fake_python = tmp_path / "python"
@@ -56,6 +56,14 @@ def run_evidence(
     else:
         fake_python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
     fake_python.chmod(0o755)
-    environment = {**os.environ, "PY": str(fake_python), "OUT": str(out), "CALLS": str(calls), **env}
+    # RECORDS in tmp_path unless given: the repository's own records must neither feed nor take a test's runs.
+    environment = {
+        **os.environ,
+        "PY": str(fake_python),
+        "OUT": str(out),
+        "CALLS": str(calls),
+        "RECORDS": str(tmp_path / "records"),
+        **env,
+    }
     done = subprocess.run(["bash", str(SCRIPT), experiment], env=environment, capture_output=True, text=True)
     return done, calls.read_text().splitlines() if calls.exists() else []
