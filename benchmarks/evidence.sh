@@ -100,6 +100,8 @@ FASHION=(--data fashion-mnist --image-size 28 --batch-size 128 --optimizer sgd -
          --schedule cosine --warmup-epochs 1)
 FASHION_EPOCHS=${FASHION_EPOCHS:-}  # chosen by fashion_pilot's rule; empty until the pilot has run
 LOWRANK=(aw_resnet20_cifar:generator=lowrank,rank=1 aw_resnet20_cifar:generator=lowrank,rank=4)
+PILOT_MODELS=(resnet20_cifar aw_resnet20_cifar)
+PILOT_EPOCHS=(5 10 20)
 WORKERS=${WORKERS:-2}
 RECORDS=${RECORDS:-$(dirname "$0")/evidence}
 STOP_AT=${STOP_AT:-}
@@ -113,7 +115,8 @@ declare -A EPOCH_SECONDS=(
     [aw_resnet20_cifar:generator=lowrank,rank=1]=1020 [aw_resnet20_cifar:generator=lowrank,rank=4]=950
 )
 
-run_name() { sed -E 's/[^[:alnum:]_.=,-]+/_/g' <<< "$1"; }  # compare's run directory name of a model spec
+# run_dir DIR MODEL SEED: where `awconv compare --out DIR` keeps the run of a model spec and seed.
+run_dir() { echo "$1/runs/$(sed -E 's/[^[:alnum:]_.=,-]+/_/g' <<< "$2")/seed$3"; }
 
 # record RUN_DIR (under $OUT): copies config.json, history.json and metrics.json to the same place
 # under $RECORDS; with `--checkpoints`, an unfinished run's last.ckpt and best.ckpt too. A record
@@ -169,8 +172,9 @@ train_jobs() {
     for ((worker = 0; worker < WORKERS; worker++)); do
         (
             while read -r epochs dir model seed; do
-                name="$(run_name "$model")-seed$seed"
-                [[ -f $dir/runs/$(run_name "$model")/seed$seed/metrics.json ]] && continue
+                run=$(run_dir "$dir" "$model" "$seed")
+                name="$(basename "$(dirname "$run")")-seed$seed"
+                [[ -f $run/metrics.json ]] && continue
                 if [[ -n $stop ]]; then
                     (($(date +%s) + epochs * ${EPOCH_SECONDS[$model]:-1200} <= stop)) || continue
                 fi
@@ -181,7 +185,7 @@ train_jobs() {
                     echo "train_jobs: $model seed $seed failed; see $dir/logs/$name.log" >&2
                     exit 1
                 fi
-                record "$dir/runs/$(run_name "$model")/seed$seed"
+                record "$run"
             done <<< "$jobs"
         ) &
         pids+=($!)
@@ -195,21 +199,19 @@ finished() {
     local dir=$1 model seed
     for model in "${MODELS[@]}"; do
         for seed in "${SEEDS[@]}"; do
-            [[ -f $dir/runs/$(run_name "$model")/seed$seed/metrics.json ]] || return 1
+            [[ -f $(run_dir "$dir" "$model" "$seed")/metrics.json ]] || return 1
         done
     done
 }
 
 fashion_pilot() {
     local epochs model
+    local -a MODELS=("${PILOT_MODELS[@]}") SEEDS=(0)
     restore
-    for epochs in 5 10 20; do
-        for model in resnet20_cifar aw_resnet20_cifar; do
-            echo "$epochs $OUT/fashion_pilot/epochs$epochs $model 0"
-        done
+    for epochs in "${PILOT_EPOCHS[@]}"; do
+        for model in "${MODELS[@]}"; do echo "$epochs $OUT/fashion_pilot/epochs$epochs $model 0"; done
     done | train_jobs "${FASHION[@]}"
-    local -a MODELS=(resnet20_cifar aw_resnet20_cifar) SEEDS=(0)
-    for epochs in 5 10 20; do  # the reports, once every run of a budget has finished
+    for epochs in "${PILOT_EPOCHS[@]}"; do  # the reports, once every run of a budget has finished
         finished "$OUT/fashion_pilot/epochs$epochs" || continue
         "${AWCONV[@]}" compare "${FASHION[@]}" --epochs "$epochs" --models "${MODELS[@]}" --seeds 0 \
             --pair aw_resnet20_cifar resnet20_cifar "${CPU[@]}" --out "$OUT/fashion_pilot/epochs$epochs"
@@ -220,14 +222,15 @@ fashion() {
         echo "fashion: run fashion_pilot first and set FASHION_EPOCHS in $0 by its rule" >&2
         return 2
     fi
-    local pairs=("${PAIRS[@]}") model seed pilot
+    local pairs=("${PAIRS[@]}") model seed pilot main
     for model in "${LOWRANK[@]}"; do pairs+=(--pair "$model" aw_resnet20_cifar); done
     local -a MODELS=("${SIX[@]}" "${LOWRANK[@]}") SEEDS=(0 1 2 3 4)
     restore
-    for model in resnet20_cifar aw_resnet20_cifar; do  # the pilot's seed-0 runs at this budget
-        pilot="$OUT/fashion_pilot/epochs$FASHION_EPOCHS/runs/$model/seed0"
-        if [[ -f $pilot/metrics.json && ! -e $OUT/fashion/runs/$model/seed0 ]]; then
-            mkdir -p "$OUT/fashion/runs/$model" && cp -r "$pilot" "$OUT/fashion/runs/$model/seed0"
+    for model in "${PILOT_MODELS[@]}"; do  # the pilot's seed-0 runs at this budget
+        pilot=$(run_dir "$OUT/fashion_pilot/epochs$FASHION_EPOCHS" "$model" 0)
+        main=$(run_dir "$OUT/fashion" "$model" 0)
+        if [[ -f $pilot/metrics.json && ! -e $main ]]; then
+            mkdir -p "$(dirname "$main")" && cp -r "$pilot" "$main"
         fi
     done
     for seed in "${SEEDS[@]}"; do  # seed by seed, so that the pairs fill up together
