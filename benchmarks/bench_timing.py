@@ -21,6 +21,8 @@ from importlib import metadata
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from awconv.engine.machine import cpu_model
+
 __all__ = ["machine_info", "median_ms", "peak_memory_bytes", "top_ops"]
 
 
@@ -85,17 +87,6 @@ def top_ops(fn: Callable[[], object], count: int = 6, warmup: bool = True) -> li
     ]
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _load() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
@@ -112,7 +103,7 @@ def machine_info() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
         "python": platform.python_version(),

@@ -13,6 +13,7 @@ import torch
 from tiny_data import make_cifar, make_image_folder
 
 from awconv.cli import main
+from awconv.engine.machine import describe_machine
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--image-size", "8", "--workers", "0", "--accelerator", "cpu"]
 
@@ -26,7 +27,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_train_resume_and_eval(tmp_path: Path, capsys, caplog) -> None:
+def test_train_resume_and_eval(tmp_path: Path, capsys, caplog, monkeypatch) -> None:
     data = f"cifar:{make_cifar(tmp_path / 'data', train=16, val=8, num_classes=2)}"
     out = tmp_path / "run"
     args = ["train", "test_resnet", "--data", data, "--out", str(out), "--no-progress", *TINY]
@@ -50,8 +51,14 @@ def test_train_resume_and_eval(tmp_path: Path, capsys, caplog) -> None:
     (history_key,) = [key for key in checkpoint["callbacks"] if key.startswith("EpochHistory")]
     checkpoint["callbacks"][history_key]["fit_seconds"] = 1000.0
     torch.save(checkpoint, last)
+    # ... on another machine: each epoch's row names where it ran, and metrics.json both machines.
+    monkeypatch.setattr("awconv.engine.history.describe_machine", lambda device: f"machine B ({device})")
     assert main([*args, "--resume", "--epochs", "2", "--lr", "0.001"]) == 0  # same lr: allowed
-    assert json.loads((out / "metrics.json").read_text())["fit_seconds"] > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fit_seconds"] > 1000
+    here = describe_machine(torch.device("cpu"))
+    assert metrics["machines"] == [here, "machine B (cpu)"]
+    assert [row["machine"] for row in json.loads((out / "history.json").read_text())] == metrics["machines"]
 
     # eval reads the run's config.json (image size 8, model arguments) beside the weights.
     history = json.loads((out / "history.json").read_text())

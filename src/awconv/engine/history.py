@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from awconv.engine.checkpoint import atomic_write
+from awconv.engine.machine import describe_machine
 
 __all__ = ["EpochHistory", "read_history"]
 
@@ -21,19 +22,21 @@ class EpochHistory(pl.Callback):
     Each row holds the epoch's metrics, ``lr``, the learning rate of the epoch's first step (first
     parameter group), and ``train_images_per_s``, the training images of all processes per second
     from the epoch's start to its last training batch (loading included, validation not); the
-    progress bar shows the running rate as ``img/s``. ``LearningRateMonitor``'s own ``lr-*``
-    entries go to the loggers only. The rows
+    progress bar shows the running rate as ``img/s``; and ``machine``, where the epoch ran
+    (``describe_machine``: a run resumed on another machine shows both). ``LearningRateMonitor``'s
+    own ``lr-*`` entries go to the loggers only. The rows
     and ``fit_seconds``, the time spent in the finished epochs (training and validation), travel in
     checkpoints (``state_dict``), so a resumed run keeps the epochs and the time before the
     interruption. Rank 0 rewrites ``path`` atomically after every epoch.
 
     Args:
-        path: the JSON file, a list of ``{"epoch": int, "<metric>": float, ..., "lr": float}``.
+        path: the JSON file, a list of ``{"epoch": int, "<metric>": float, ..., "lr": float,
+            "machine": str}``.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float | str]] = []
         self.fit_seconds = 0.0
         self._epoch_start = 0.0
         self._epoch_lr = math.nan
@@ -55,12 +58,13 @@ class EpochHistory(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.fit_seconds += time.perf_counter() - self._epoch_start
-        row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
+        row: dict[str, float | str] = {"epoch": trainer.current_epoch + 1}
         for name, value in sorted(trainer.callback_metrics.items()):
             if not name.endswith("_step") and not name.startswith("lr-") and name != "img/s":
                 row[name.removesuffix("_epoch")] = float(value)
         row["lr"] = self._epoch_lr
         row["train_images_per_s"] = self._images_per_s
+        row["machine"] = describe_machine(pl_module.device)
         self.rows.append(row)
         if trainer.is_global_zero:
             text = json.dumps(self.rows, indent=1).encode()
@@ -74,6 +78,6 @@ class EpochHistory(pl.Callback):
         self.fit_seconds = float(state_dict.get("fit_seconds", 0.0))
 
 
-def read_history(path: str | Path) -> list[dict[str, float]]:
+def read_history(path: str | Path) -> list[dict[str, float | str]]:
     """The rows written by ``EpochHistory``."""
     return json.loads(Path(path).read_text())

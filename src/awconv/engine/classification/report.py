@@ -150,12 +150,16 @@ def write_report(
     out_dir = Path(out_dir)
     _plot_curves(results, out_dir / "val_top1_per_epoch.png", recipe)
     _plot_accuracy_vs_params(results, out_dir / "top1_vs_params.png", recipe)
-    per_seed = ["| model | seed | final top-1 % | best top-1 % (epoch) | run |", "|---|---|---|---|---|"]
+    per_seed = [
+        "| model | seed | final top-1 % | best top-1 % (epoch) | trained on | run |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         for run in result.runs:
+            machines = " + ".join(run.get("machines", [])) or "not recorded"
             per_seed.append(
                 f"| {result.label} | {run['seed']} | {100 * run['final_val_top1']:.2f} | "
-                f"{100 * run['best_val_top1']:.2f} ({run['best_epoch']}) | {run['run_dir']} |"
+                f"{100 * run['best_val_top1']:.2f} ({run['best_epoch']}) | {machines} | {run['run_dir']} |"
             )
     markdown = "\n\n".join(
         [
@@ -208,7 +212,7 @@ def _html(
         )
         + "<p><img src='val_top1_per_epoch.png' alt='validation top-1 per epoch'>"
         "<img src='top1_vs_params.png' alt='top-1 vs parameters'></p><h2>Runs</h2>"
-        + table(["model", "seed", "final top-1 %", "best top-1 % (epoch)", "run"], seed_rows)
+        + table(["model", "seed", "final top-1 %", "best top-1 % (epoch)", "trained on", "run"], seed_rows)
         + "</body></html>\n"
     )
 

@@ -142,6 +142,7 @@ def train_classifier(
         "final_val_loss": history[-1]["val_loss"],
         "fit_seconds": next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).fit_seconds,
         "params": sum(p.numel() for p in module.model.parameters()),
+        "machines": list(dict.fromkeys(row["machine"] for row in history if "machine" in row)),
     }
     if "val_top5" in best_row:
         summary["best_val_top5"] = best_row["val_top5"]
