@@ -86,8 +86,9 @@ finetune() {
 # summary files a finished run is reused from), so that a later session on another machine
 # continues from them (`restore`, at the start of fashion_pilot and fashion). STOP_AT (a time that
 # `date -d` reads, e.g. STOP_AT=19:30) makes a worker skip the runs that would not finish by then,
-# by the minutes per epoch below; `save` records the runs still unfinished with their two
-# checkpoints (about 9 MB for an AW run), for a run longer than a session.
+# by the seconds per epoch below times EPOCH_PERCENT/100 and the epochs a run has left; `save`
+# records the runs still unfinished with their two checkpoints (about 9 MB for an AW run), for a
+# run longer than a session.
 #
 # fashion_pilot picks the epoch budget before any main run: plain and AW, seed 0, at 5, 10 and 20
 # epochs; the budget is the smallest whose top-1 is within 0.3 points of the 20-epoch run for both
@@ -108,7 +109,9 @@ STOP_AT=${STOP_AT:-}
 # Seconds per epoch (training and validation) of each model at 28 px, two runs at once on this
 # project's 2-core CPU (AMD EPYC, AVX2, 2026-12-02): ResNet-20 and AW-ResNet-20 from the pilot's
 # 5-epoch runs (fit_seconds / 5: 407 and 872), the others scaled by their one-thread training steps;
-# for STOP_AT. A model not listed counts as 1,200.
+# for STOP_AT. A model not listed counts as 1,200. EPOCH_PERCENT scales them for another machine:
+# about 45 on the 2-core Intel Xeon with AVX512 of 2026-12-03 (ResNet-20 400 images/s, AW 176).
+EPOCH_PERCENT=${EPOCH_PERCENT:-100}
 declare -A EPOCH_SECONDS=(
     [resnet20_cifar]=410 [seresnet20_cifar]=420 [cbamresnet20_cifar]=640 [aw_resnet20_cifar]=870
     [aw_seresnet20_cifar]=880 [aw_cbamresnet20_cifar]=1120
@@ -167,6 +170,7 @@ train_jobs() {
     jobs=$(cat)
     if [[ -n $STOP_AT ]]; then
         stop=$(date -d "$STOP_AT" +%s) || { echo "STOP_AT: expected a time that date -d reads, e.g. 19:30; got '$STOP_AT'" >&2; return 2; }
+        [[ $EPOCH_PERCENT =~ ^[1-9][0-9]*$ ]] || { echo "EPOCH_PERCENT: expected a whole percentage, e.g. 45; got '$EPOCH_PERCENT'" >&2; return 2; }
     fi
     while read -r _ dir _; do rm -rf "$dir/.claims"; done <<< "$jobs"
     for ((worker = 0; worker < WORKERS; worker++)); do
@@ -175,8 +179,10 @@ train_jobs() {
                 run=$(run_dir "$dir" "$model" "$seed")
                 name="$(basename "$(dirname "$run")")-seed$seed"
                 [[ -f $run/metrics.json ]] && continue
-                if [[ -n $stop ]]; then
-                    (($(date +%s) + epochs * ${EPOCH_SECONDS[$model]:-1200} <= stop)) || continue
+                if [[ -n $stop ]]; then  # the epochs left: a carried run has some in history.json
+                    left=$epochs
+                    [[ -f $run/history.json ]] && left=$((epochs - $(grep -c '"epoch"' "$run/history.json" || true)))
+                    (($(date +%s) + left * ${EPOCH_SECONDS[$model]:-1200} * EPOCH_PERCENT / 100 <= stop)) || continue
                 fi
                 mkdir -p "$dir/.claims" "$dir/logs"
                 mkdir "$dir/.claims/$name" 2> /dev/null || continue

@@ -120,6 +120,35 @@ def test_stop_at_skips_the_runs_that_would_not_finish_in_time(tmp_path: Path) ->
     ]
 
 
+def test_stop_at_counts_a_carried_runs_epochs_left_and_the_machines_speed(tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    carried = ev / f"fashion_pilot/epochs20/runs/{AW}/seed0"  # 14 of 20 epochs: 6 x 870 s left
+    carried.mkdir(parents=True)
+    (carried / "history.json").write_text(
+        json.dumps([{"epoch": e, "val_top1": 0.9} for e in range(1, 15)], indent=1)
+    )
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, STOP_AT="+2 hours", WORKERS="1")
+    assert done.returncode == 0, done.stderr
+    assert _one_run(20, AW, 0, f"{ev}/fashion_pilot/epochs20") in calls
+    assert _one_run(20, PLAIN, 0, f"{ev}/fashion_pilot/epochs20") not in calls  # 20 x 410 s > 2 hours
+
+    (tmp_path / "calls.txt").unlink()  # at 45% of the listed seconds, 20 x 410 s fits in 2 hours
+    done, calls = run_evidence(
+        tmp_path, "fashion_pilot", ev, STOP_AT="+2 hours", WORKERS="1", EPOCH_PERCENT="45"
+    )
+    assert done.returncode == 0, done.stderr
+    assert _one_run(20, PLAIN, 0, f"{ev}/fashion_pilot/epochs20") in calls
+
+
+@pytest.mark.parametrize("percent", ["0", "45%", "fast"])
+def test_an_epoch_percent_that_is_not_a_whole_percentage_is_refused(tmp_path: Path, percent: str) -> None:
+    done, calls = run_evidence(
+        tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+1 hour", EPOCH_PERCENT=percent
+    )
+    assert done.returncode == 2 and calls == []
+    assert f"EPOCH_PERCENT: expected a whole percentage, e.g. 45; got '{percent}'" in done.stderr
+
+
 def test_a_stop_at_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
     done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="teatime soon")
     assert done.returncode == 2 and calls == []
