@@ -143,6 +143,8 @@ def test_compare_report_lists_every_run_and_agrees_with_the_metrics_files(tmp_pa
     printed = capsys.readouterr().out
     markdown = report.read_text()
     html = (tmp_path / "cmp" / "report.html").read_text()
+    machine = describe_machine(torch.device("cpu"))
+    assert f"both measured when the report was written, one model after another, on {machine}." in markdown
     assert (tmp_path / "cmp" / "val_top1_per_epoch.png").is_file()
     assert (tmp_path / "cmp" / "top1_vs_params.png").is_file()
     for spec, result in zip(models, results, strict=True):
@@ -159,6 +161,10 @@ def test_compare_report_lists_every_run_and_agrees_with_the_metrics_files(tmp_pa
         mean, half = mean_ci(top1)
         row = f"| {spec} | {mean:.2f} ± {half:.2f} | 2 | {result.params / 1e6:.3f} |"
         assert row in markdown and row in printed
+        eval_rate, train_rate = (
+            f"{rate:,.0f}" for rate in (result.images_per_second, result.train_images_per_second)
+        )
+        assert f"| {eval_rate} | {train_rate} |\n" in markdown and result.train_images_per_second > 0
         assert spec in html
 
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("metrics.json")}

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from awconv.data.classification import ClassificationData, build_classification_data
 from awconv.engine.classification.config import OPTIONS, RESUME_MAY_CHANGE, augmentation, saved_config
 from awconv.engine.classification.module import create_classifier
@@ -28,9 +30,10 @@ from awconv.engine.classification.report import (
 )
 from awconv.engine.classification.run import TrainConfig, train_classifier
 from awconv.engine.history import read_history
+from awconv.engine.machine import describe_machine
 from awconv.engine.options import parse_key_values
 from awconv.engine.run_config import check_resumable
-from awconv.engine.throughput import measure_throughput
+from awconv.engine.throughput import measure_throughput, measure_training_throughput
 from awconv.engine.trainer import last_checkpoint
 from awconv.profiling import profile_model
 
@@ -99,6 +102,9 @@ def compare_classifiers(
         result.params, result.gmacs = profile.params, profile.macs / 1e9
         network = create_classifier(name, model_kwargs=kwargs, **size)
         result.images_per_second = measure_throughput(network, shape, batch_size=recipe.batch_size)
+        result.train_images_per_second = measure_training_throughput(
+            network, shape, num_classes=data.num_classes, batch_size=recipe.batch_size
+        )
         results.append(result)
     recipe_text = (
         f"{recipe.data} at {data.image_size} px, {recipe.epochs} epochs, batch {recipe.batch_size}, "
@@ -108,7 +114,8 @@ def compare_classifiers(
         f"{_toolbox_text(recipe)}, seeds {', '.join(map(str, seeds))}"
     )
     title = f"{', '.join(models)} on {recipe.data}"
-    report = write_report(results, out_dir, title=title, recipe=recipe_text, pairs=pairs)
+    machine = describe_machine(torch.device("cpu"))
+    report = write_report(results, out_dir, title=title, recipe=recipe_text, machine=machine, pairs=pairs)
     print(format_table(results))
     if pairs:
         print(format_paired_table(results, pairs))

@@ -37,6 +37,7 @@ class ModelResult:
         params: parameters.
         gmacs: multiply-accumulates of one image, 1e9.
         images_per_second: measured eval throughput.
+        train_images_per_second: measured training-step throughput (``measure_training_throughput``).
         runs: per seed, ``{"seed", "final_val_top1", "run_dir", ...}`` (``metrics.json``).
         histories: per seed, the ``history.json`` rows, in the order of ``runs``.
     """
@@ -45,6 +46,7 @@ class ModelResult:
     params: int
     gmacs: float
     images_per_second: float
+    train_images_per_second: float = math.nan
     runs: list[dict] = field(default_factory=list)
     histories: list[list[dict]] = field(default_factory=list)
 
@@ -71,6 +73,7 @@ def _rows(results: Sequence[ModelResult]) -> list[list[str]]:
                 f"{result.params / 1e6:.3f}",
                 f"{result.gmacs:.4f}",
                 f"{result.images_per_second:,.0f}",
+                f"{result.train_images_per_second:,.0f}",
             ]
         )
     return rows
@@ -78,9 +81,11 @@ def _rows(results: Sequence[ModelResult]) -> list[list[str]]:
 
 NOTE = (
     "Top-1: validation accuracy after the last epoch; ± the 95% confidence interval of the mean over seeds "
-    "(t distribution). GMACs: one image. images/s: eval-mode forward passes, measured on this machine."
+    "(t distribution). GMACs: one image. images/s: eval-mode forward passes; training images/s: training "
+    "steps (forward, backward, SGD step, no loading) at the recipe's batch size; both measured when the "
+    "report was written, one model after another, on {machine}."
 )
-HEADER = ["model", "top-1 % (mean ± 95% CI)", "seeds", "params (M)", "GMACs", "images/s"]
+HEADER = ["model", "top-1 % (mean ± 95% CI)", "seeds", "params (M)", "GMACs", "images/s", "training images/s"]
 
 
 PAIRED_NOTE = (
@@ -135,6 +140,7 @@ def write_report(
     *,
     title: str,
     recipe: str,
+    machine: str,
     pairs: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Writes ``report.md``, ``report.html`` and the plots into ``out_dir``; returns the Markdown path.
@@ -144,6 +150,7 @@ def write_report(
         out_dir: the comparison's directory.
         title: the report's heading (data set and models).
         recipe: one line describing the training recipe, shown under the title and in the plots.
+        machine: where the throughput columns were measured (``describe_machine``).
         pairs: ``(model, baseline)`` labels compared seed by seed; none: no paired section.
     """
     pairs = check_pairs(pairs, [result.label for result in results])
@@ -165,7 +172,7 @@ def write_report(
         [
             f"# {title}",
             f"Recipe: {recipe}",
-            NOTE,
+            NOTE.format(machine=machine),
             format_table(results),
             *(["## Paired by seed", PAIRED_NOTE, format_paired_table(results, pairs)] if pairs else []),
             "![validation top-1 per epoch](val_top1_per_epoch.png)",
@@ -178,7 +185,7 @@ def write_report(
     atomic_write(md_path, lambda file: file.write((markdown + "\n").encode()))
     atomic_write(
         out_dir / "report.html",
-        lambda file: file.write(_html(results, title, recipe, per_seed, pairs).encode()),
+        lambda file: file.write(_html(results, title, recipe, machine, per_seed, pairs).encode()),
     )
     return md_path
 
@@ -187,6 +194,7 @@ def _html(
     results: Sequence[ModelResult],
     title: str,
     recipe: str,
+    machine: str,
     per_seed: list[str],
     pairs: Sequence[tuple[str, str]],
 ) -> str:
@@ -202,7 +210,7 @@ def _html(
         "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>Recipe: {html.escape(recipe)}</p>"
-        f"<p>{html.escape(NOTE)}</p>"
+        f"<p>{html.escape(NOTE.format(machine=machine))}</p>"
         + table(HEADER, _rows(results))
         + (
             f"<h2>Paired by seed</h2><p>{html.escape(PAIRED_NOTE)}</p>"
