@@ -88,7 +88,9 @@ def compare_classifiers(
         create_classifier(name, num_classes=data.num_classes, in_chans=data.in_chans, model_kwargs=kwargs)
     results = []
     for spec, (name, kwargs) in zip(models, specs, strict=True):
-        result = ModelResult(label=spec, params=0, gmacs=0.0, images_per_second=0.0)
+        result = ModelResult(
+            label=spec, params=0, gmacs=0.0, images_per_second=0.0, train_images_per_second=0.0
+        )
         for seed in seeds:
             run_dir = out_dir / "runs" / re.sub(r"[^\w.=,-]+", "_", spec) / f"seed{seed}"
             config = dataclasses.replace(

@@ -46,7 +46,7 @@ class ModelResult:
     params: int
     gmacs: float
     images_per_second: float
-    train_images_per_second: float = math.nan
+    train_images_per_second: float
     runs: list[dict] = field(default_factory=list)
     histories: list[list[dict]] = field(default_factory=list)
 
