@@ -155,10 +155,11 @@ def test_a_stop_at_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
     assert "STOP_AT: expected a time that date -d reads, e.g. 19:30; got 'teatime soon'" in done.stderr
 
 
-def test_main_runs_wait_for_the_pilots_budget(tmp_path: Path) -> None:
-    done, calls = run_evidence(tmp_path, "fashion", tmp_path / "ev")
-    assert done.returncode == 2 and calls == []
-    assert "run fashion_pilot first and set FASHION_EPOCHS" in done.stderr
+def test_main_runs_train_at_the_pilots_budget_of_10_epochs(tmp_path: Path) -> None:
+    done, calls = run_evidence(tmp_path, "fashion", tmp_path / "ev", WORKERS="1")
+    assert done.returncode == 0, done.stderr
+    assert calls[:2] == [_one_run(10, m, 0, f"{tmp_path}/ev/fashion") for m in (PLAIN, "seresnet20_cifar")]
+    assert len(calls) == 40 and all(" --epochs 10 " in call for call in calls)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
