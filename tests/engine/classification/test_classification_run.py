@@ -156,7 +156,7 @@ def test_compare_report_lists_every_run_and_agrees_with_the_metrics_files(tmp_pa
             assert (metrics["model"], metrics["model_kwargs"], metrics["seed"]) == (name, kwargs, seed)
             top1.append(100 * metrics["final_val_top1"])
             assert f"| {spec} | {seed} | {100 * metrics['final_val_top1']:.2f} |" in markdown
-            assert metrics["machines"] == [describe_machine(torch.device("cpu"))]
+            assert metrics["machines"] == [machine]
             assert f"| {metrics['machines'][0]} | {run_dir} |" in markdown
         mean, half = mean_ci(top1)
         row = f"| {spec} | {mean:.2f} ± {half:.2f} | 2 | {result.params / 1e6:.3f} |"
