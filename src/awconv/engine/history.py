@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from awconv.engine.checkpoint import atomic_write
 from awconv.engine.machine import describe_machine
 
-__all__ = ["EpochHistory", "read_history"]
+__all__ = ["EpochHistory", "machines_of", "read_history"]
 
 
 class EpochHistory(pl.Callback):
@@ -81,3 +81,8 @@ class EpochHistory(pl.Callback):
 def read_history(path: str | Path) -> list[dict[str, float | str]]:
     """The rows written by ``EpochHistory``."""
     return json.loads(Path(path).read_text())
+
+
+def machines_of(rows: list[dict[str, float | str]]) -> list[str]:
+    """The machines that ``EpochHistory`` rows name, each once, in the order the run met them."""
+    return list(dict.fromkeys(str(row["machine"]) for row in rows if "machine" in row))

@@ -26,6 +26,7 @@ from awconv.engine.detection import (
     train_detector,
 )
 from awconv.engine.detection.report import DetectionRun, format_seed_summary
+from awconv.engine.machine import describe_machine
 from awconv.engine.statistics import mean_ci, paired_difference
 
 SMALL = {
@@ -276,7 +277,7 @@ def test_predict_writes_coco_results_and_report_finds_images_in_sub_folders(shap
 
 
 @pytest.mark.slow
-def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
+def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys, monkeypatch) -> None:
     (train_dir, train_json), (val_dir, val_json) = shapes["train"], shapes["val"]
     common = [
         "--min-size",
@@ -295,11 +296,14 @@ def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
     args += ["--out", str(tmp_path / "run"), "--warmup-iters", "2", "--accelerator", "cpu", *common, *small]
     args += ["--norm-weight-decay", "1e-4", "--schedule", "2x"]
     assert main([*args, "--epochs", "1"]) == 0
+    # Resumed on another machine: metrics.json names both, in the order the epochs ran.
+    monkeypatch.setattr("awconv.engine.history.describe_machine", lambda device: f"machine B ({device})")
     assert main([*args, "--epochs", "2", "--resume"]) == 0
     assert "| fasterrcnn_aw_resnet18_fpn |" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["min_size"] == [56, 64] and config["milestones"] == [16, 22] and config["epochs"] == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["machines"] == [describe_machine(torch.device("cpu")), "machine B (cpu)"]
     assert set(METRIC_NAMES.values()) <= set(metrics) and set(metrics["AP_per_class"]) == {
         "circle",
         "square",
@@ -310,7 +314,7 @@ def test_cli_train_resume_eval_predict_report(shapes, tmp_path, capsys) -> None:
     best = ["detect", "eval", "--weights", metrics["checkpoint"], "--data", spec, "--workers", "0"]
     assert main([*best, "--out", str(tmp_path / "best.json")]) == 0
     evaluated = json.loads((tmp_path / "best.json").read_text())
-    assert evaluated == {k: v for k, v in metrics.items() if k not in ("model", "checkpoint")}
+    assert evaluated == {k: v for k, v in metrics.items() if k not in ("model", "checkpoint", "machines")}
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     evaluate = ["detect", "eval", "--weights", str(ckpt), "--data", spec, "--workers", "0"]
     assert main([*evaluate, "--out", str(tmp_path / "m.json")]) == 0
@@ -385,3 +389,4 @@ def test_one_seed_gives_every_detector_the_same_batches(shapes, tmp_path) -> Non
     metrics = json.loads((tmp_path / "maskrcnn_aw_resnet18_fpn" / "metrics.json").read_text())
     names = set(METRIC_NAMES.values())
     assert names | {f"mask_{n}" for n in names} | {"AP_per_class", "mask_AP_per_class"} <= set(metrics)
+    assert metrics["machines"] == [describe_machine(torch.device("cpu"))]

@@ -37,7 +37,7 @@ from awconv.engine.classification.config import (
 )
 from awconv.engine.classification.datamodule import ClassificationDataModule
 from awconv.engine.classification.module import ClassifierModule
-from awconv.engine.history import EpochHistory, read_history
+from awconv.engine.history import EpochHistory, machines_of, read_history
 from awconv.engine.plots import plot_training_curves
 from awconv.engine.run_config import CONFIG_FILE, check_resumable, read_run_config
 from awconv.engine.trainer import RunCheckpoint, build_trainer, resume_checkpoint, resume_epoch, write_json
@@ -142,7 +142,7 @@ def train_classifier(
         "final_val_loss": history[-1]["val_loss"],
         "fit_seconds": next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).fit_seconds,
         "params": sum(p.numel() for p in module.model.parameters()),
-        "machines": list(dict.fromkeys(row["machine"] for row in history if "machine" in row)),
+        "machines": machines_of(history),
     }
     if "val_top5" in best_row:
         summary["best_val_top5"] = best_row["val_top5"]

@@ -2,10 +2,10 @@
 
 A run directory is the one of ``awconv.engine.trainer`` (config.json, checkpoints/last.ckpt and
 best.ckpt, history.json, logs/) plus ``metrics.json`` (the best epoch's COCOeval figures for boxes
-and masks, and AP per category) and ``model.safetensors`` (the best weights). ``config.json``
-holds the data and backbone weights as absolute paths, so the run resumes from any working
-directory and after a move; a resumed run with another value of an option that may not change is
-an error (``awconv.engine.run_config``).
+and masks, AP per category, and the machines its epochs ran on) and ``model.safetensors`` (the
+best weights). ``config.json`` holds the data and backbone weights as absolute paths, so the run
+resumes from any working directory and after a move; a resumed run with another value of an option
+that may not change is an error (``awconv.engine.run_config``).
 
 Data is checked before anything else: a bad annotation file stops the run before a model is
 built or the run directory is made. Under DDP every validation image is counted once
@@ -27,6 +27,7 @@ from awconv.engine.detection.datamodule import DetectionDataModule
 from awconv.engine.detection.module import DetectorModule
 from awconv.engine.detection.predict import ImageFile, predict_images
 from awconv.engine.detection.recipe import Schedule, resolve_schedule
+from awconv.engine.history import EpochHistory, machines_of
 from awconv.engine.loaders import check_splits
 from awconv.engine.run_config import check_resumable, portable_path
 from awconv.engine.trainer import (
@@ -187,7 +188,13 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or str(last_checkpoint(run_dir))
     trainer.validate(module, datamodule=data, ckpt_path=best, verbose=False)
-    summary = {"model": config.model, "checkpoint": best, **module.coco_metrics}
+    history = next(callback for callback in trainer.callbacks if isinstance(callback, EpochHistory))
+    summary = {
+        "model": config.model,
+        "checkpoint": best,
+        **module.coco_metrics,
+        "machines": machines_of(history.rows),
+    }
     if trainer.is_global_zero:
         export_safetensors(module.model.state_dict(), run_dir / "model.safetensors")
         write_json(run_dir / "metrics.json", summary)
