@@ -194,6 +194,46 @@ def test_main_runs_go_seed_by_seed_then_pair_every_variant(tmp_path: Path, worke
     )
 
 
+def _finished_runs(comparison: Path, models: tuple[str, ...], seeds: range) -> None:
+    for model in models:
+        for seed in seeds:
+            run = comparison / f"runs/{model}/seed{seed}"
+            run.mkdir(parents=True)
+            for name in ("config", "history", "metrics"):
+                (run / f"{name}.json").write_text(json.dumps({"model": model, "seed": str(seed)}))
+
+
+def test_more_seeds_train_seeds_5_to_9_of_the_pair_and_report_it_over_ten(tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    _finished_runs(ev / "fashion", (PLAIN, AW), range(5))
+    done, calls = run_evidence(
+        tmp_path,
+        "fashion_more",
+        ev,
+        trains=True,
+        FASHION_EPOCHS="7",
+        RECORDS=str(tmp_path / "r"),
+        WORKERS="1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert calls[:-1] == [_one_run(7, m, s, f"{ev}/fashion_more") for s in range(5, 10) for m in (PLAIN, AW)]
+    assert calls[-1] == (
+        f"-m awconv compare {RECIPE} --epochs 7 --models {PLAIN} {AW} --seeds 0 1 2 3 4 5 6 7 8 9 "
+        f"--pair {AW} {PLAIN} {CPU} --out {ev}/fashion_more"
+    )
+    reused = json.loads((ev / f"fashion_more/runs/{AW}/seed4/metrics.json").read_text())
+    assert reused == {"model": AW, "seed": "4"}
+
+
+def test_more_seeds_wait_for_every_seed_of_the_main_runs(tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    _finished_runs(ev / "fashion", (PLAIN, AW), range(4))
+    _finished_runs(ev / "fashion", (PLAIN,), range(4, 5))
+    done, calls = run_evidence(tmp_path, "fashion_more", ev, trains=True, RECORDS=str(tmp_path / "r"))
+    assert done.returncode == 1 and calls == []
+    assert f"fashion_more: {AW} seed 4 of fashion has not finished; run fashion first" in done.stderr
+
+
 def test_restore_leaves_a_run_this_machine_has_as_it_is(tmp_path: Path) -> None:
     ev, records = tmp_path / "ev", tmp_path / "records"
     prefix = "fashion_pilot/epochs5/runs/resnet20_cifar/seed0"
