@@ -43,6 +43,16 @@ def _files(root: Path) -> set[str]:
     return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
 
 
+def _finished_runs(comparison: Path, models: tuple[str, ...], seeds: range) -> None:
+    """Writes the three files of a finished run of every model and seed under ``comparison``."""
+    for model in models:
+        for seed in seeds:
+            run = comparison / f"runs/{model}/seed{seed}"
+            run.mkdir(parents=True)
+            for name in ("config", "history", "metrics"):
+                (run / f"{name}.json").write_text(json.dumps({"model": model, "seed": str(seed)}))
+
+
 def test_pilot_trains_each_run_once_with_two_workers_then_reports_each_budget(tmp_path: Path) -> None:
     ev, records = tmp_path / "ev", tmp_path / "records"
     done, calls = run_evidence(tmp_path, "fashion_pilot", ev, trains=True, RECORDS=str(records))
@@ -165,11 +175,7 @@ def test_main_runs_train_at_the_pilots_budget_of_10_epochs(tmp_path: Path) -> No
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_main_runs_go_seed_by_seed_then_pair_every_variant(tmp_path: Path, workers: str) -> None:
     ev = tmp_path / "ev"
-    for model in (PLAIN, AW):  # the pilot's seed-0 runs at this budget are reused
-        pilot = ev / f"fashion_pilot/epochs7/runs/{model}/seed0"
-        pilot.mkdir(parents=True)
-        for name in ("config", "history", "metrics"):
-            (pilot / f"{name}.json").write_text("{}")
+    _finished_runs(ev / "fashion_pilot/epochs7", (PLAIN, AW), range(1))  # the pilot's seed 0, reused
     done, calls = run_evidence(
         tmp_path, "fashion", ev, trains=True, FASHION_EPOCHS="7", RECORDS=str(tmp_path / "r"), WORKERS=workers
     )
@@ -192,15 +198,6 @@ def test_main_runs_go_seed_by_seed_then_pair_every_variant(tmp_path: Path, worke
         f"-m awconv compare {RECIPE} --epochs 7 --models {' '.join(EIGHT)} --seeds 0 1 2 3 4 {pairs} {CPU} "
         f"--out {ev}/fashion"
     )
-
-
-def _finished_runs(comparison: Path, models: tuple[str, ...], seeds: range) -> None:
-    for model in models:
-        for seed in seeds:
-            run = comparison / f"runs/{model}/seed{seed}"
-            run.mkdir(parents=True)
-            for name in ("config", "history", "metrics"):
-                (run / f"{name}.json").write_text(json.dumps({"model": model, "seed": str(seed)}))
 
 
 def test_more_seeds_train_seeds_5_to_9_of_the_pair_and_report_it_over_ten(tmp_path: Path) -> None:
