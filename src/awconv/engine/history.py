@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from awconv.engine.checkpoint import atomic_write
 from awconv.engine.machine import describe_machine
 
-__all__ = ["EpochHistory", "machines_of", "read_history"]
+__all__ = ["EpochHistory", "epoch_history", "machines_of", "read_history"]
 
 
 class EpochHistory(pl.Callback):
@@ -76,6 +76,14 @@ class EpochHistory(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict["rows"]]
         self.fit_seconds = float(state_dict.get("fit_seconds", 0.0))
+
+
+def epoch_history(trainer: pl.Trainer) -> EpochHistory:
+    """The ``EpochHistory`` callback of a trainer built by ``awconv.engine.trainer.build_trainer``."""
+    history = next((callback for callback in trainer.callbacks if isinstance(callback, EpochHistory)), None)
+    if history is None:
+        raise ValueError("trainer has no EpochHistory callback: build it with build_trainer")
+    return history
 
 
 def read_history(path: str | Path) -> list[dict[str, float | str]]:

@@ -37,7 +37,7 @@ from awconv.engine.classification.config import (
 )
 from awconv.engine.classification.datamodule import ClassificationDataModule
 from awconv.engine.classification.module import ClassifierModule
-from awconv.engine.history import EpochHistory, machines_of, read_history
+from awconv.engine.history import epoch_history, machines_of
 from awconv.engine.plots import plot_training_curves
 from awconv.engine.run_config import CONFIG_FILE, check_resumable, read_run_config
 from awconv.engine.trainer import RunCheckpoint, build_trainer, resume_checkpoint, resume_epoch, write_json
@@ -128,7 +128,8 @@ def train_classifier(
         return {}
     best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "best.ckpt")
     export_safetensors(load_state_dict(best), run_dir / "best.safetensors")
-    history = read_history(run_dir / "history.json")
+    recorder = epoch_history(trainer)
+    history = recorder.rows
     best_row = max(history, key=lambda row: row.get("val_top1", float("-inf")))
     summary = {
         "model": config.model,
@@ -140,7 +141,7 @@ def train_classifier(
         "best_val_top1": best_row["val_top1"],
         "final_val_top1": history[-1]["val_top1"],
         "final_val_loss": history[-1]["val_loss"],
-        "fit_seconds": next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).fit_seconds,
+        "fit_seconds": recorder.fit_seconds,
         "params": sum(p.numel() for p in module.model.parameters()),
         "machines": machines_of(history),
     }

@@ -27,7 +27,7 @@ from awconv.engine.detection.datamodule import DetectionDataModule
 from awconv.engine.detection.module import DetectorModule
 from awconv.engine.detection.predict import ImageFile, predict_images
 from awconv.engine.detection.recipe import Schedule, resolve_schedule
-from awconv.engine.history import EpochHistory, machines_of
+from awconv.engine.history import epoch_history, machines_of
 from awconv.engine.loaders import check_splits
 from awconv.engine.run_config import check_resumable, portable_path
 from awconv.engine.trainer import (
@@ -188,7 +188,7 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or str(last_checkpoint(run_dir))
     trainer.validate(module, datamodule=data, ckpt_path=best, verbose=False)
-    history = next(callback for callback in trainer.callbacks if isinstance(callback, EpochHistory))
+    history = epoch_history(trainer)
     summary = {
         "model": config.model,
         "checkpoint": best,
