@@ -188,12 +188,11 @@ def train_detector(config: DetectionConfig, *, callbacks: Sequence[pl.Callback] 
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path or str(last_checkpoint(run_dir))
     trainer.validate(module, datamodule=data, ckpt_path=best, verbose=False)
-    history = epoch_history(trainer)
     summary = {
         "model": config.model,
         "checkpoint": best,
         **module.coco_metrics,
-        "machines": machines_of(history.rows),
+        "machines": machines_of(epoch_history(trainer).rows),
     }
     if trainer.is_global_zero:
         export_safetensors(module.model.state_dict(), run_dir / "model.safetensors")
