@@ -114,7 +114,8 @@ STOP_AT=${STOP_AT:-}
 # project's 2-core CPU (AMD EPYC, AVX2, 2026-12-02): ResNet-20 and AW-ResNet-20 from the pilot's
 # 5-epoch runs (fit_seconds / 5: 407 and 872), the others scaled by their one-thread training steps;
 # for STOP_AT. A model not listed counts as 1,200. EPOCH_PERCENT scales them for another machine:
-# about 45 on the 2-core Intel Xeon with AVX512 of 2026-12-03 (ResNet-20 400 images/s, AW 176).
+# about 45 on the 2-core Intel Xeon with AVX512 of 2026-12-03 (ResNet-20 400 images/s, AW 176), about
+# 35 on the 2-core AMD EPYC with AVX512 of 2026-12-04 (ResNet-20 2.0 min an epoch, AW+SE 5.2).
 EPOCH_PERCENT=${EPOCH_PERCENT:-100}
 declare -A EPOCH_SECONDS=(
     [resnet20_cifar]=410 [seresnet20_cifar]=420 [cbamresnet20_cifar]=640 [aw_resnet20_cifar]=870
