@@ -115,7 +115,8 @@ STOP_AT=${STOP_AT:-}
 # 5-epoch runs (fit_seconds / 5: 407 and 872), the others scaled by their one-thread training steps;
 # for STOP_AT. A model not listed counts as 1,200. EPOCH_PERCENT scales them for another machine:
 # about 45 on the 2-core Intel Xeon with AVX512 of 2026-12-03 (ResNet-20 400 images/s, AW 176), about
-# 35 on the 2-core AMD EPYC with AVX512 of 2026-12-04 (ResNet-20 2.0 min an epoch, AW+SE 5.2).
+# 35 on the 2-core AMD EPYC with AVX512 of 2026-12-04 (ResNet-20 2.0 min an epoch, AW+SE 5.2), about 55
+# on the slower Intel Xeon with AVX512 of 2026-12-06 (AW 8.1 min an epoch, AW+CBAM 10.4, SE 3.5).
 EPOCH_PERCENT=${EPOCH_PERCENT:-100}
 declare -A EPOCH_SECONDS=(
     [resnet20_cifar]=410 [seresnet20_cifar]=420 [cbamresnet20_cifar]=640 [aw_resnet20_cifar]=870
