@@ -86,10 +86,12 @@ finetune() {
 # one thread) and recorded in the repository as they finish (`record`, under $RECORDS: the three
 # summary files a finished run is reused from), so that a later session on another machine
 # continues from them (`restore`, at the start of fashion_pilot and fashion). STOP_AT (a time that
-# `date -d` reads, e.g. STOP_AT=19:30) makes a worker skip the runs that would not finish by then,
-# by the seconds per epoch below times EPOCH_PERCENT/100 and the epochs a run has left; `save`
-# records the runs still unfinished with their two checkpoints (about 9 MB for an AW run), for a
-# run longer than a session.
+# `date -d` reads, e.g. STOP_AT=19:30) bounds a session's training: a worker starts a run only if
+# one epoch of it fits before then (by the seconds per epoch below times EPOCH_PERCENT/100, or
+# SECONDS_PER_EPOCH), and stops a run at the end of the last epoch that fits (by the run's own
+# measured epochs once it has one), recording it with its two checkpoints (about 9 MB for an AW
+# run): a carried run, which the next call resumes. `save` records the runs still unfinished in the
+# same way, for runs stopped by hand.
 #
 # fashion_pilot picks the epoch budget before any main run: plain and AW, seed 0, at 5, 10 and 20
 # epochs; the budget is the smallest whose top-1 is within 0.3 points of the 20-epoch run for both
@@ -118,6 +120,10 @@ STOP_AT=${STOP_AT:-}
 # 35 on the 2-core AMD EPYC with AVX512 of 2026-12-04 (ResNet-20 2.0 min an epoch, AW+SE 5.2), about 55
 # on the slower Intel Xeon with AVX512 of 2026-12-06 (AW 8.1 min an epoch, AW+CBAM 10.4, SE 3.5).
 EPOCH_PERCENT=${EPOCH_PERCENT:-100}
+# SECONDS_PER_EPOCH: the seconds of an epoch of every model, instead of the table times EPOCH_PERCENT.
+SECONDS_PER_EPOCH=${SECONDS_PER_EPOCH:-}
+# How often a worker looks whether its run has finished an epoch, with STOP_AT.
+POLL_SECONDS=${POLL_SECONDS:-10}
 declare -A EPOCH_SECONDS=(
     [resnet20_cifar]=410 [seresnet20_cifar]=420 [cbamresnet20_cifar]=640 [aw_resnet20_cifar]=870
     [aw_seresnet20_cifar]=880 [aw_cbamresnet20_cifar]=1120
@@ -166,17 +172,54 @@ save() {
     done < <(find "$OUT"/fashion* -path '*/runs/*' -name config.json 2>/dev/null)
 }
 
+# epochs_done RUN: the epochs in RUN's history.json (0 without one).
+epochs_done() {
+    local count=0
+    [[ -f $1/history.json ]] && count=$(grep -c '"epoch"' "$1/history.json" || true)
+    echo "$count"
+}
+
+# now_ms: the time in milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
+# stop_in_time PID RUN EPOCHS: watches the training process PID of RUN (EPOCHS in all) until it
+# ends. Each time RUN finishes an epoch and writes its checkpoint (last.ckpt, the last file of an
+# epoch, newer than history.json), it measures the epoch and, if one more would end after
+# $stop_ms, kills the process and returns 1.
+stop_in_time() {
+    local pid=$1 run=$2 epochs=$3 seen since count now epoch_ms
+    seen=$(epochs_done "$run")
+    since=$(now_ms)
+    while kill -0 "$pid" 2> /dev/null; do
+        sleep "$POLL_SECONDS"
+        count=$(epochs_done "$run")
+        ((count > seen)) && [[ $run/checkpoints/last.ckpt -nt $run/history.json ]] || continue
+        now=$(now_ms)
+        epoch_ms=$(((now - since) / (count - seen)))
+        seen=$count since=$now
+        if ((count < epochs && now + epoch_ms > stop_ms)); then
+            kill -9 "$pid"
+            wait "$pid" 2> /dev/null || true
+            return 1
+        fi
+    done
+}
+
 # train_jobs ARGS... < JOBS: trains the runs listed on standard input, one "EPOCHS DIR MODEL SEED"
 # line each, with `awconv compare ARGS --epochs EPOCHS --models MODEL --seeds SEED --out DIR`,
 # $WORKERS at once. A worker claims a run by making DIR/.claims/NAME-seedSEED and skips the runs
 # claimed by another (claims are cleared first: the workers of an earlier call are gone); each
-# run's output goes to DIR/logs/NAME-seedSEED.log, and a finished run is recorded.
+# run's output goes to DIR/logs/NAME-seedSEED.log, and a finished run is recorded. With STOP_AT, a
+# run is started only if one epoch fits, and a run stopped in time is recorded with its checkpoints
+# and ends its worker.
 train_jobs() {
-    local jobs worker pids=() failed=0 stop=""
+    local jobs worker pids=() failed=0 stop_ms=""
     jobs=$(cat)
     if [[ -n $STOP_AT ]]; then
-        stop=$(date -d "$STOP_AT" +%s) || { echo "STOP_AT: expected a time that date -d reads, e.g. 19:30; got '$STOP_AT'" >&2; return 2; }
+        stop_ms=$(date -d "$STOP_AT" +%s%3N) || { echo "STOP_AT: expected a time that date -d reads, e.g. 19:30; got '$STOP_AT'" >&2; return 2; }
+        ((stop_ms > $(now_ms))) || { echo "STOP_AT: '$STOP_AT' is $(date -d "$STOP_AT"), already past; for a time after midnight, write e.g. 'tomorrow 01:30'" >&2; return 2; }
         [[ $EPOCH_PERCENT =~ ^[1-9][0-9]*$ ]] || { echo "EPOCH_PERCENT: expected a whole percentage, e.g. 45; got '$EPOCH_PERCENT'" >&2; return 2; }
+        [[ -z $SECONDS_PER_EPOCH || $SECONDS_PER_EPOCH =~ ^[1-9][0-9]*$ ]] || { echo "SECONDS_PER_EPOCH: expected a whole number of seconds, e.g. 300; got '$SECONDS_PER_EPOCH'" >&2; return 2; }
     fi
     while read -r _ dir _; do rm -rf "$dir/.claims"; done <<< "$jobs"
     for ((worker = 0; worker < WORKERS; worker++)); do
@@ -185,15 +228,20 @@ train_jobs() {
                 run=$(run_dir "$dir" "$model" "$seed")
                 name="$(basename "$(dirname "$run")")-seed$seed"
                 [[ -f $run/metrics.json ]] && continue
-                if [[ -n $stop ]]; then  # the epochs left: a carried run has some in history.json
-                    left=$epochs
-                    [[ -f $run/history.json ]] && left=$((epochs - $(grep -c '"epoch"' "$run/history.json" || true)))
-                    (($(date +%s) + left * ${EPOCH_SECONDS[$model]:-1200} * EPOCH_PERCENT / 100 <= stop)) || continue
-                fi
+                epoch_ms=$((${SECONDS_PER_EPOCH:-$((${EPOCH_SECONDS[$model]:-1200} * EPOCH_PERCENT / 100))} * 1000))
+                [[ -n $stop_ms ]] && (($(now_ms) + epoch_ms > stop_ms)) && continue
                 mkdir -p "$dir/.claims" "$dir/logs"
                 mkdir "$dir/.claims/$name" 2> /dev/null || continue
-                if ! "${AWCONV[@]}" compare "$@" --epochs "$epochs" --models "$model" --seeds "$seed" "${CPU[@]}" \
-                    --out "$dir" > "$dir/logs/$name.log" 2>&1; then
+                "${AWCONV[@]}" compare "$@" --epochs "$epochs" --models "$model" --seeds "$seed" "${CPU[@]}" \
+                    --out "$dir" > "$dir/logs/$name.log" 2>&1 &
+                training=$!
+                if [[ -n $stop_ms ]] && ! stop_in_time "$training" "$run" "$epochs"; then
+                    record "$run" --checkpoints
+                    echo "train_jobs: $model seed $seed stopped after epoch $(epochs_done "$run") of $epochs to end" \
+                        "by STOP_AT; recorded with its checkpoints" >&2
+                    break
+                fi
+                if ! wait "$training"; then
                     echo "train_jobs: $model seed $seed failed; see $dir/logs/$name.log" >&2
                     exit 1
                 fi

@@ -11,7 +11,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence.sh"
 
 # A stand-in for `python -m awconv compare ...` that "trains" a one-model, one-seed call: it writes
 # the run's config.json, history.json and metrics.json (and its checkpoints) where compare would, and
-# fails for the model named by $FAIL_MODEL.
+# fails for the model named by $FAIL_MODEL. With $FAKE_EPOCH_SECONDS it trains epoch by epoch as
+# compare does, from the epochs already in history.json: each epoch takes that long, then appends its
+# row to history.json and, a quarter of that later, writes best.ckpt and last.ckpt ("epoch N"); the
+# last epoch's metrics.json comes another quarter later.
 _TRAINING_FAKE = """\
 import json, os, re, sys, time
 from pathlib import Path
@@ -26,13 +29,27 @@ models, seeds = values("--models"), values("--seeds")
 if len(models) == 1 and len(seeds) == 1:
     if models[0] == os.environ.get("FAIL_MODEL"):
         sys.exit("training failed")
-    time.sleep(0.05)
     run = Path(values("--out")[0]) / "runs" / re.sub(r"[^\\w.=,-]+", "_", models[0]) / f"seed{seeds[0]}"
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("config", "history", "metrics"):
-        (run / f"{name}.json").write_text(json.dumps({"model": models[0], "seed": seeds[0]}))
-    for name in ("last", "best"):
-        (run / "checkpoints" / f"{name}.ckpt").write_bytes(b"weights")
+    summary = json.dumps({"model": models[0], "seed": seeds[0]})
+    (run / "config.json").write_text(summary)
+    if "FAKE_EPOCH_SECONDS" in os.environ:
+        history = run / "history.json"
+        rows = json.loads(history.read_text()) if history.exists() else []
+        for epoch in range(len(rows) + 1, int(values("--epochs")[0]) + 1):
+            time.sleep(float(os.environ["FAKE_EPOCH_SECONDS"]))
+            rows.append({"epoch": epoch, "val_top1": 0.9})
+            history.write_text(json.dumps(rows, indent=1))
+            time.sleep(float(os.environ["FAKE_EPOCH_SECONDS"]) / 4)
+            for name in ("best", "last"):
+                (run / "checkpoints" / f"{name}.ckpt").write_text(f"epoch {epoch}")
+        time.sleep(float(os.environ["FAKE_EPOCH_SECONDS"]) / 4)
+    else:
+        time.sleep(0.05)
+        (run / "history.json").write_text(summary)
+        for name in ("last", "best"):
+            (run / "checkpoints" / f"{name}.ckpt").write_bytes(b"weights")
+    (run / "metrics.json").write_text(summary)
 """
 
 
@@ -63,6 +80,7 @@ def run_evidence(
         "OUT": str(out),
         "CALLS": str(calls),
         "RECORDS": str(tmp_path / "records"),
+        "POLL_SECONDS": "0.05",  # how often a worker with STOP_AT looks at its run
         **env,
     }
     done = subprocess.run(["bash", str(SCRIPT), experiment], env=environment, capture_output=True, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -119,35 +120,103 @@ def test_save_carries_an_unfinished_runs_checkpoints_and_drops_them_once_it_fini
     assert _files(records) == {f"{prefix}/{name}.json" for name in ("config", "history", "metrics")}
 
 
-def test_stop_at_skips_the_runs_that_would_not_finish_in_time(tmp_path: Path) -> None:
-    # By the script's seconds per epoch (410 plain, 870 AW), in 3 hours every run fits but AW at 20 epochs.
-    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+3 hours", WORKERS="1")
-    assert done.returncode == 0, done.stderr
+def test_stop_at_starts_only_the_runs_one_epoch_of_which_fits(tmp_path: Path) -> None:
+    # By the script's seconds per epoch (410 plain, 870 AW), in 10 minutes one epoch of plain fits, not of AW.
     ev = tmp_path / "ev"
-    assert calls == [
-        _one_run(e, m, 0, f"{ev}/fashion_pilot/epochs{e}")
-        for e, m in [(5, PLAIN), (5, AW), (10, PLAIN), (10, AW), (20, PLAIN)]
-    ]
-
-
-def test_stop_at_counts_a_carried_runs_epochs_left_and_the_machines_speed(tmp_path: Path) -> None:
-    ev = tmp_path / "ev"
-    carried = ev / f"fashion_pilot/epochs20/runs/{AW}/seed0"  # 14 of 20 epochs: 6 x 870 s left
-    carried.mkdir(parents=True)
-    (carried / "history.json").write_text(
-        json.dumps([{"epoch": e, "val_top1": 0.9} for e in range(1, 15)], indent=1)
-    )
-    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, STOP_AT="+2 hours", WORKERS="1")
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, STOP_AT="+10 minutes", WORKERS="1")
     assert done.returncode == 0, done.stderr
-    assert _one_run(20, AW, 0, f"{ev}/fashion_pilot/epochs20") in calls
-    assert _one_run(20, PLAIN, 0, f"{ev}/fashion_pilot/epochs20") not in calls  # 20 x 410 s > 2 hours
+    assert calls == [_one_run(e, PLAIN, 0, f"{ev}/fashion_pilot/epochs{e}") for e in (5, 10, 20)]
 
-    (tmp_path / "calls.txt").unlink()  # at 45% of the listed seconds, 20 x 410 s fits in 2 hours
+
+@pytest.mark.parametrize(
+    ("speed", "models"),
+    [({}, ()), ({"EPOCH_PERCENT": "45"}, (PLAIN,)), ({"SECONDS_PER_EPOCH": "299"}, (PLAIN, AW))],
+)
+def test_stop_at_counts_the_machines_speed(
+    tmp_path: Path, speed: dict[str, str], models: tuple[str, ...]
+) -> None:
+    # In 5 minutes: 410 and 870 s do not fit, 45% of them are 184 and 391 s, and 299 s fits for both.
+    ev = tmp_path / "ev"
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, STOP_AT="+5 minutes", WORKERS="1", **speed)
+    assert done.returncode == 0, done.stderr
+    assert calls == [_one_run(e, m, 0, f"{ev}/fashion_pilot/epochs{e}") for e in (5, 10, 20) for m in models]
+
+
+def _in_seconds(seconds: float) -> str:
+    """A STOP_AT that many seconds from now, to the millisecond."""
+    return f"@{time.time() + seconds:.3f}"
+
+
+# The stand-in's epochs take 2 s (1.6 s, then 0.4 s to the checkpoints), estimated at 1 s before the first.
+EPOCHS_OF_2_S = {"trains": True, "WORKERS": "1", "SECONDS_PER_EPOCH": "1", "FAKE_EPOCH_SECONDS": "1.6"}
+
+
+@pytest.mark.parametrize(
+    ("seconds_left", "epochs"),
+    # 3.5 s: the first epoch measures 2 s, so a second would end after STOP_AT (not by the estimate of
+    # 1 s); 7 s: the second and third fit (each measured alone), the fourth does not.
+    [(3.5, 1), (7.0, 3)],
+)
+def test_stop_at_stops_a_run_after_the_last_epoch_that_fits_and_carries_it(
+    tmp_path: Path, seconds_left: float, epochs: int
+) -> None:
+    ev, records = tmp_path / "ev", tmp_path / "records"
+    started = time.monotonic()
     done, calls = run_evidence(
-        tmp_path, "fashion_pilot", ev, STOP_AT="+2 hours", WORKERS="1", EPOCH_PERCENT="45"
+        tmp_path, "fashion_pilot", ev, STOP_AT=_in_seconds(seconds_left), **EPOCHS_OF_2_S
     )
+    assert time.monotonic() - started < seconds_left + 0.5  # not the 10 s of the whole run
     assert done.returncode == 0, done.stderr
-    assert _one_run(20, PLAIN, 0, f"{ev}/fashion_pilot/epochs20") in calls
+    assert calls == [_one_run(5, PLAIN, 0, f"{ev}/fashion_pilot/epochs5")]  # the worker stops with it
+    assert f"train_jobs: {PLAIN} seed 0 stopped after epoch {epochs} of 5 to end by STOP_AT" in done.stderr
+    carried = f"fashion_pilot/epochs5/runs/{PLAIN}/seed0"
+    assert _files(records) == {
+        f"{carried}/{name}"
+        for name in ("config.json", "history.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt")
+    }
+    assert len(json.loads((records / carried / "history.json").read_text())) == epochs
+    assert (records / carried / "checkpoints/last.ckpt").read_text() == f"epoch {epochs}"
+
+    # On another machine, without STOP_AT, the carried run resumes from its epochs and finishes.
+    (tmp_path / "calls.txt").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    done, calls = run_evidence(tmp_path, "fashion_pilot", elsewhere, trains=True, FAKE_EPOCH_SECONDS="0")
+    assert done.returncode == 0, done.stderr
+    history = json.loads((elsewhere / carried / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert _files(records / carried) == {"config.json", "history.json", "metrics.json"}
+    assert calls[-3:] == [_pilot_report(e, elsewhere) for e in (5, 10, 20)]
+
+
+def test_stop_at_lets_a_run_finish_whose_last_epoch_fits(tmp_path: Path) -> None:
+    ev, records = tmp_path / "ev", tmp_path / "records"
+    carried = ev / f"fashion_pilot/epochs5/runs/{PLAIN}/seed0"  # 4 of 5 epochs
+    (carried / "checkpoints").mkdir(parents=True)
+    (carried / "config.json").write_text("{}")
+    (carried / "history.json").write_text(json.dumps([{"epoch": e} for e in range(1, 5)], indent=1))
+    # Its last epoch ends after 2 s, with 3 s left: no other epoch would fit, and none is left.
+    done, calls = run_evidence(tmp_path, "fashion_pilot", ev, STOP_AT=_in_seconds(3.0), **EPOCHS_OF_2_S)
+    assert done.returncode == 0, done.stderr
+    assert calls == [_one_run(5, PLAIN, 0, f"{ev}/fashion_pilot/epochs5")]
+    assert "stopped" not in done.stderr
+    prefix = f"fashion_pilot/epochs5/runs/{PLAIN}/seed0"
+    assert _files(records) == {f"{prefix}/{name}.json" for name in ("config", "history", "metrics")}
+
+
+def test_a_run_that_fails_under_stop_at_fails_the_experiment(tmp_path: Path) -> None:
+    done, _ = run_evidence(
+        tmp_path,
+        "fashion_pilot",
+        tmp_path / "ev",
+        trains=True,
+        STOP_AT="+1 hour",
+        WORKERS="1",
+        SECONDS_PER_EPOCH="1",
+        FAKE_EPOCH_SECONDS="0",
+        FAIL_MODEL=AW,
+    )
+    assert done.returncode == 1
+    assert "aw_resnet20_cifar seed 0 failed; see" in done.stderr
 
 
 @pytest.mark.parametrize("percent", ["0", "45%", "fast"])
@@ -159,10 +228,26 @@ def test_an_epoch_percent_that_is_not_a_whole_percentage_is_refused(tmp_path: Pa
     assert f"EPOCH_PERCENT: expected a whole percentage, e.g. 45; got '{percent}'" in done.stderr
 
 
+@pytest.mark.parametrize("seconds", ["0", "2.5", "5m"])
+def test_seconds_per_epoch_that_are_not_a_whole_number_are_refused(tmp_path: Path, seconds: str) -> None:
+    done, calls = run_evidence(
+        tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+1 hour", SECONDS_PER_EPOCH=seconds
+    )
+    assert done.returncode == 2 and calls == []
+    assert f"SECONDS_PER_EPOCH: expected a whole number of seconds, e.g. 300; got '{seconds}'" in done.stderr
+
+
 def test_a_stop_at_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
     done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="teatime soon")
     assert done.returncode == 2 and calls == []
     assert "STOP_AT: expected a time that date -d reads, e.g. 19:30; got 'teatime soon'" in done.stderr
+
+
+def test_a_stop_at_already_past_is_refused(tmp_path: Path) -> None:
+    done, calls = run_evidence(tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="1 minute ago")
+    assert done.returncode == 2 and calls == []
+    assert "STOP_AT: '1 minute ago' is " in done.stderr
+    assert "already past; for a time after midnight, write e.g. 'tomorrow 01:30'" in done.stderr
 
 
 def test_main_runs_train_at_the_pilots_budget_of_10_epochs(tmp_path: Path) -> None:
