@@ -219,22 +219,24 @@ def test_a_run_that_fails_under_stop_at_fails_the_experiment(tmp_path: Path) -> 
     assert "aw_resnet20_cifar seed 0 failed; see" in done.stderr
 
 
-@pytest.mark.parametrize("percent", ["0", "45%", "fast"])
-def test_an_epoch_percent_that_is_not_a_whole_percentage_is_refused(tmp_path: Path, percent: str) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        *(("EPOCH_PERCENT", value, "a whole percentage, e.g. 45") for value in ("0", "45%", "fast")),
+        *(
+            ("SECONDS_PER_EPOCH", value, "a whole number of seconds, e.g. 300")
+            for value in ("0", "2.5", "5m")
+        ),
+    ],
+)
+def test_a_speed_that_is_not_a_whole_number_is_refused(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
     done, calls = run_evidence(
-        tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+1 hour", EPOCH_PERCENT=percent
+        tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+1 hour", **{variable: value}
     )
     assert done.returncode == 2 and calls == []
-    assert f"EPOCH_PERCENT: expected a whole percentage, e.g. 45; got '{percent}'" in done.stderr
-
-
-@pytest.mark.parametrize("seconds", ["0", "2.5", "5m"])
-def test_seconds_per_epoch_that_are_not_a_whole_number_are_refused(tmp_path: Path, seconds: str) -> None:
-    done, calls = run_evidence(
-        tmp_path, "fashion_pilot", tmp_path / "ev", STOP_AT="+1 hour", SECONDS_PER_EPOCH=seconds
-    )
-    assert done.returncode == 2 and calls == []
-    assert f"SECONDS_PER_EPOCH: expected a whole number of seconds, e.g. 300; got '{seconds}'" in done.stderr
+    assert f"{variable}: expected {expected}; got '{value}'" in done.stderr
 
 
 def test_a_stop_at_that_is_not_a_time_is_refused(tmp_path: Path) -> None:
